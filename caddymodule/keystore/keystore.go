@@ -1,0 +1,159 @@
+// Package keystore defines what spkgate keeps about API keys and accounts,
+// and the Store interface that each backend (SQLite, PostgreSQL) implements.
+//
+// The package imports neither Caddy nor any database driver: the backends
+// live in their own packages (sqlitestore, pgstore) and translate their
+// driver's errors into the sentinel errors declared here, so that callers
+// never see a driver type.
+//
+// A store never receives a key's secret: it is given, and returns, only the
+// SHA-256 of the whole key (see package apikey).
+package keystore
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// HashSize is the length of a key hash: SHA-256 of the whole key.
+const HashSize = 32
+
+// Hash is the SHA-256 of a whole API key. It is what a store indexes keys by;
+// it is not secret in the way the key is, but it is still never logged.
+type Hash [HashSize]byte
+
+// Sentinel errors. Backends wrap or return these; callers test with errors.Is.
+var (
+	// ErrNotFound means no key or account matched (for a key: unknown,
+	// or owned by another account).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a key with the same id or hash already exists.
+	ErrConflict = errors.New("already exists")
+	// ErrUnavailable means the store could not answer (connection refused,
+	// timeout, database shut down). The gateway answers 503, never 401.
+	ErrUnavailable = errors.New("key store unavailable")
+)
+
+// Key is what the store holds about one API key. It never holds the secret.
+type Key struct {
+	// ID is the key's public, non-secret identifier (e.g. "key_2x8...").
+	ID string `json:"id"`
+	// AccountID is the account that owns the key.
+	AccountID string `json:"account_id"`
+	// Name is the descriptive name its owner gave it.
+	Name string `json:"name"`
+	// Prefix is the short display prefix (e.g. "spk_Ab3dE9").
+	Prefix string `json:"prefix"`
+	// Scopes are the scopes granted; empty means full access.
+	Scopes []string `json:"scopes"`
+	// CreatedAt is when the key was created.
+	CreatedAt time.Time `json:"created_at"`
+	// LastUsedAt is when the key was last used, written in batches; nil if never.
+	LastUsedAt *time.Time `json:"last_used_at"`
+	// ExpiresAt is when the key stops working; nil if it never expires.
+	ExpiresAt *time.Time `json:"expires_at"`
+	// RevokedAt is when the key was revoked; nil while it is active.
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// NewKey is what CreateKey stores.
+type NewKey struct {
+	ID        string
+	AccountID string
+	Name      string
+	Prefix    string
+	Hash      Hash
+	Scopes    []string
+	CreatedAt time.Time
+	ExpiresAt *time.Time
+}
+
+// Credential is the answer to a key lookup: the key and its account's plan,
+// read together by one indexed query.
+type Credential struct {
+	Key Key
+	// Plan is the account's current plan ("" if the account has none recorded).
+	Plan string
+}
+
+// Usable reports whether the credential may authenticate a request at now:
+// not revoked and not expired.
+func (c *Credential) Usable(now time.Time) bool {
+	if c.Key.RevokedAt != nil {
+		return false
+	}
+	return c.Key.ExpiresAt == nil || now.Before(*c.Key.ExpiresAt)
+}
+
+// ChangeKind says what a Change invalidates.
+type ChangeKind string
+
+// The kinds of change recorded in the change log.
+const (
+	// ChangeRevoked: a key was revoked. Change.Hash and AccountID are set.
+	ChangeRevoked ChangeKind = "revoked"
+	// ChangePlan: an account's plan changed. Change.AccountID is set.
+	ChangePlan ChangeKind = "plan"
+	// ChangeCreated: a key was created. Change.Hash and AccountID are set
+	// (another instance may hold a negative cache entry for that hash).
+	ChangeCreated ChangeKind = "created"
+)
+
+// Change is one entry of the store's change log: every instance that caches
+// keys reads it to invalidate what another instance (or the command line)
+// changed.
+type Change struct {
+	// Seq increases strictly with every change.
+	Seq       int64
+	Kind      ChangeKind
+	AccountID string
+	Hash      Hash
+	At        time.Time
+}
+
+// Store is the persistence of keys and account plans. Every method that
+// reads or changes an account's keys takes the account id and matches on it,
+// so that one account can never see or touch another's keys.
+//
+// Implementations are safe for concurrent use. Errors are ErrNotFound,
+// ErrConflict, ErrUnavailable (wrapped is fine) or a validation error.
+type Store interface {
+	// CreateKey stores a new key and records a ChangeCreated. It returns
+	// ErrConflict if the id or hash is taken.
+	CreateKey(ctx context.Context, k NewKey) (Key, error)
+	// LookupKey finds a key by hash, with its account's plan, in one indexed
+	// query. Revoked and expired keys are returned too (the caller decides);
+	// an unknown hash is ErrNotFound.
+	LookupKey(ctx context.Context, h Hash) (Credential, error)
+	// ListKeys returns the account's keys that are not revoked, newest first.
+	ListKeys(ctx context.Context, accountID string) ([]Key, error)
+	// GetKey returns one key by id. With a non-empty accountID, a key of
+	// another account is ErrNotFound.
+	GetKey(ctx context.Context, accountID, keyID string) (Key, error)
+	// RevokeKey marks the key revoked and records a ChangeRevoked in the same
+	// transaction. With a non-empty accountID, only that account's key can be
+	// revoked (another's is ErrNotFound). Revoking a revoked key is
+	// ErrNotFound. It returns the revoked key's hash, for cache invalidation.
+	RevokeKey(ctx context.Context, accountID, keyID string) (Key, Hash, error)
+	// SetPlan records the account's plan (creating the account row if needed)
+	// and, if it changed, records a ChangePlan in the same transaction.
+	// It reports whether the plan changed.
+	SetPlan(ctx context.Context, accountID, plan string) (changed bool, err error)
+	// GetPlan returns the account's recorded plan, or ErrNotFound.
+	GetPlan(ctx context.Context, accountID string) (string, error)
+	// TouchKeys sets last_used_at for the given key ids (batched writes from
+	// the request path). Unknown ids are ignored.
+	TouchKeys(ctx context.Context, used map[string]time.Time) error
+	// Changes returns the changes with Seq > after, oldest first, at most
+	// limit of them.
+	Changes(ctx context.Context, after int64, limit int) ([]Change, error)
+	// LastChange returns the highest Seq recorded (0 if none).
+	LastChange(ctx context.Context) (int64, error)
+	// PruneChanges deletes changes recorded before the given time.
+	PruneChanges(ctx context.Context, before time.Time) error
+	// Ping checks that the store can answer.
+	Ping(ctx context.Context) error
+	// Close releases the store's connections.
+	Close() error
+}
