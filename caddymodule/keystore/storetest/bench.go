@@ -1,0 +1,92 @@
+package storetest
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore"
+)
+
+// BenchKeysEnv names the environment variable that sets how many keys
+// BenchmarkLookupKey stores before it measures (default 10,000).
+const BenchKeysEnv = "SPK_BENCH_KEYS"
+
+// Seed stores n keys spread over n/10 accounts, with a plan for each
+// account, and returns their hashes.
+func Seed(tb testing.TB, s keystore.Store, n int) []keystore.Hash {
+	tb.Helper()
+	ctx := context.Background()
+	hashes := make([]keystore.Hash, n)
+	var (
+		next   atomic.Int64
+		wg     sync.WaitGroup
+		failed atomic.Pointer[error]
+	)
+	for range 8 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || failed.Load() != nil {
+					return
+				}
+				acct := "acct_" + strconv.Itoa(i/10)
+				nk := NewKey(acct, "monitors:read")
+				if _, err := s.CreateKey(ctx, nk); err != nil {
+					failed.Store(&err)
+					return
+				}
+				if i%10 == 0 {
+					if _, err := s.SetPlan(ctx, acct, "pro"); err != nil {
+						failed.Store(&err)
+						return
+					}
+				}
+				hashes[i] = nk.Hash
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		tb.Fatalf("seeding %d keys: %v", n, *err)
+	}
+	return hashes
+}
+
+// BenchmarkLookupKey measures s.LookupKey, the gateway's cold path (a key
+// that is not cached), after storing SPK_BENCH_KEYS keys (default 10,000),
+// from one goroutine ("serial") and from GOMAXPROCS goroutines
+// ("parallel").
+func BenchmarkLookupKey(b *testing.B, s keystore.Store) {
+	n := 10_000
+	if v, err := strconv.Atoi(os.Getenv(BenchKeysEnv)); err == nil && v > 0 {
+		n = v
+	}
+	hashes := Seed(b, s, n)
+	ctx := context.Background()
+	b.Run("serial", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, err := s.LookupKey(ctx, hashes[i%len(hashes)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		var ctr atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(ctr.Add(7919))
+			for pb.Next() {
+				if _, err := s.LookupKey(ctx, hashes[i%len(hashes)]); err != nil {
+					b.Error(err)
+					return
+				}
+				i++
+			}
+		})
+	})
+}
