@@ -1,0 +1,387 @@
+// Package keycache verifies API keys against a store through an in-memory
+// cache, and keeps that cache honest when keys are revoked, plans change or
+// keys are created — on this instance or on another one sharing the store.
+//
+// Verified keys (and, for a shorter time, unknown ones) are held in a
+// ristretto cache. Misses for the same key share one store query
+// (singleflight). Every entry records the cache epoch at which its store
+// query started; an invalidation takes a new epoch and marks the account
+// (or, for creations, every negative entry) as invalid before it, so a
+// lookup that was already in flight when a key was revoked can never put the
+// old answer back: its entry is older than the revocation and is refused.
+package keycache
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
+	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+)
+
+// Limits and defaults of the cache lifetimes.
+const (
+	DefaultTTL         = 30 * time.Second
+	MaxTTL             = 60 * time.Second
+	DefaultNegativeTTL = 5 * time.Second
+	MaxNegativeTTL     = 10 * time.Second
+)
+
+// Status is the outcome of a verification.
+type Status uint8
+
+const (
+	// Valid: the key exists, is not revoked and has not expired.
+	Valid Status = iota
+	// Invalid: malformed, unknown, revoked or expired — one answer for all.
+	Invalid
+	// Unavailable: the store could not answer and the key is not cached.
+	Unavailable
+)
+
+// Entry is a verified key as the request path needs it. Its header values
+// and placeholder values are built once when the entry is filled, so a
+// request served from the cache allocates nothing for them.
+type Entry struct {
+	hash      keystore.Hash
+	epoch     uint64
+	known     bool
+	expiresAt int64 // unix nanoseconds; 0 = never
+	touched   atomic.Bool
+
+	// KeyID is the key's public id.
+	KeyID string
+	// AccountID is the owning account.
+	AccountID string
+	// Plan is the account's plan when the entry was filled.
+	Plan string
+	// Scopes is the key's scope set.
+	Scopes scope.Set
+	// ScopesHeader is the X-Spk-Scopes value ("*" for full access).
+	ScopesHeader string
+
+	// Header values, each a one-element slice with len == cap, so that
+	// they can be assigned to an http.Header without copying and an append
+	// by a later handler can never write into the shared array.
+	AccountValues, KeyValues, ScopesValues, PlanValues []string
+	// Placeholder values, boxed once.
+	AccountAny, KeyAny, ScopesAny, PlanAny any
+}
+
+// Config tunes a Cache.
+type Config struct {
+	// TTL is how long a verified key is trusted without asking the store.
+	TTL time.Duration
+	// NegativeTTL is how long an unknown, revoked or expired key is
+	// remembered as such.
+	NegativeTTL time.Duration
+	// MaxEntries bounds the number of cached keys (positive and negative).
+	MaxEntries int64
+	// QueryTimeout bounds one store query made for a miss.
+	QueryTimeout time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = DefaultNegativeTTL
+	}
+	if c.MaxEntries == 0 {
+		c.MaxEntries = 200_000
+	}
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = 3 * time.Second
+	}
+	switch {
+	case c.TTL < 0 || c.TTL > MaxTTL:
+		return fmt.Errorf("cache ttl %s out of range: it must be positive and at most %s", c.TTL, MaxTTL)
+	case c.NegativeTTL < 0 || c.NegativeTTL > MaxNegativeTTL:
+		return fmt.Errorf("negative cache ttl %s out of range: it must be positive and at most %s", c.NegativeTTL, MaxNegativeTTL)
+	case c.MaxEntries < 100:
+		return fmt.Errorf("cache size %d too small", c.MaxEntries)
+	}
+	return nil
+}
+
+// Cache verifies keys through the store with caching. It is safe for
+// concurrent use. Create it with New and stop it with Close.
+type Cache struct {
+	store keystore.Store
+	cfg   Config
+	lru   *ristretto.Cache[uint64, *Entry]
+	group singleflight.Group
+	now   func() time.Time
+
+	// ttl and negTTL are the current lifetimes (they change on reload).
+	ttl, negTTL atomic.Int64
+
+	// epoch increases with every invalidation.
+	epoch atomic.Uint64
+	// lastInval is the epoch of the newest account invalidation: an entry
+	// at or after it needs no look at accountInval.
+	lastInval atomic.Uint64
+	// dropBefore invalidates every entry older than it (whole-cache drop).
+	dropBefore atomic.Uint64
+	// negBefore invalidates every negative entry older than it (creations).
+	negBefore atomic.Uint64
+	// accountInval maps account id to the epoch of its last invalidation.
+	accountInval sync.Map // string -> invalidation
+
+	touchMu sync.Mutex
+	touched []*Entry
+}
+
+type invalidation struct {
+	epoch uint64
+	at    time.Time
+}
+
+// New returns a cache in front of store.
+func New(store keystore.Store, cfg Config) (*Cache, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	lru, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
+		NumCounters: cfg.MaxEntries * 10,
+		MaxCost:     cfg.MaxEntries,
+		BufferItems: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating cache: %v", err)
+	}
+	c := &Cache{store: store, cfg: cfg, lru: lru, now: time.Now}
+	c.ttl.Store(int64(cfg.TTL))
+	c.negTTL.Store(int64(cfg.NegativeTTL))
+	c.epoch.Store(1)
+	return c, nil
+}
+
+// Store returns the store behind the cache.
+func (c *Cache) Store() keystore.Store { return c.store }
+
+// SetTTLs changes the lifetimes of entries filled from now on (a config
+// reload). Entries already cached keep their lifetime, at most MaxTTL.
+func (c *Cache) SetTTLs(ttl, negative time.Duration) error {
+	cfg := c.cfg
+	cfg.TTL, cfg.NegativeTTL = ttl, negative
+	if err := cfg.setDefaults(); err != nil {
+		return err
+	}
+	c.ttl.Store(int64(cfg.TTL))
+	c.negTTL.Store(int64(cfg.NegativeTTL))
+	return nil
+}
+
+func slot(h *keystore.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+// Verify checks key and returns its entry when it is Valid. A malformed key
+// is Invalid without any cache or store lookup. Verify does not allocate
+// when the key is cached.
+func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
+	if apikey.Check(key) != nil {
+		return nil, Invalid
+	}
+	h := apikey.Hash(key)
+	if e, ok := c.lru.Get(slot(&h)); ok && e.hash == h && c.fresh(e) {
+		return c.answer(e)
+	}
+	return c.miss(ctx, h)
+}
+
+func (c *Cache) answer(e *Entry) (*Entry, Status) {
+	if !e.known || (e.expiresAt != 0 && c.now().UnixNano() >= e.expiresAt) {
+		return nil, Invalid
+	}
+	return e, Valid
+}
+
+// fresh reports whether no invalidation happened since e was filled.
+func (c *Cache) fresh(e *Entry) bool {
+	if e.epoch < c.dropBefore.Load() || (!e.known && e.epoch < c.negBefore.Load()) {
+		return false
+	}
+	if e.epoch >= c.lastInval.Load() {
+		return true
+	}
+	v, ok := c.accountInval.Load(e.AccountID)
+	return !ok || v.(invalidation).epoch <= e.epoch
+}
+
+var errRetry = errors.New("invalidated while loading")
+
+func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
+	v, err, _ := c.group.Do(string(h[:]), func() (any, error) {
+		// Detached from the first caller: its cancellation must not fail
+		// the others waiting on the same key.
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.QueryTimeout)
+		defer cancel()
+		for range 3 {
+			e, err := c.load(qctx, h)
+			if err == errRetry {
+				continue
+			}
+			return e, err
+		}
+		return nil, keystore.ErrUnavailable
+	})
+	if err != nil {
+		return nil, Unavailable
+	}
+	return c.answer(v.(*Entry))
+}
+
+// load queries the store and caches the answer, unless an invalidation
+// touching it happened while the query ran (errRetry).
+func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
+	epoch := c.epoch.Load()
+	cred, err := c.store.LookupKey(ctx, h)
+	var e *Entry
+	switch {
+	case err == nil && cred.Key.RevokedAt == nil:
+		e = newEntry(h, epoch, &cred)
+	case err == nil || errors.Is(err, keystore.ErrNotFound):
+		e = &Entry{hash: h, epoch: epoch}
+		if err == nil {
+			e.AccountID = cred.Key.AccountID
+		}
+	default:
+		return nil, err
+	}
+	if !c.fresh(e) {
+		return nil, errRetry
+	}
+	ttl := time.Duration(c.ttl.Load())
+	if !e.known {
+		ttl = time.Duration(c.negTTL.Load())
+	}
+	c.lru.SetWithTTL(slot(&h), e, 1, ttl)
+	return e, nil
+}
+
+func newEntry(h keystore.Hash, epoch uint64, cred *keystore.Credential) *Entry {
+	k := &cred.Key
+	e := &Entry{
+		hash:         h,
+		epoch:        epoch,
+		known:        true,
+		KeyID:        k.ID,
+		AccountID:    k.AccountID,
+		Plan:         cred.Plan,
+		ScopesHeader: scope.Header(k.Scopes),
+	}
+	if k.ExpiresAt != nil {
+		e.expiresAt = k.ExpiresAt.UnixNano()
+	}
+	if s, err := scope.Parse(k.Scopes); err == nil {
+		e.Scopes = s
+	} // an unknown stored scope grants nothing (e.Scopes stays 0)
+	e.AccountValues = []string{e.AccountID}
+	e.KeyValues = []string{e.KeyID}
+	e.ScopesValues = []string{e.ScopesHeader}
+	e.PlanValues = []string{e.Plan}
+	e.AccountAny, e.KeyAny, e.ScopesAny, e.PlanAny = e.AccountID, e.KeyID, e.ScopesHeader, e.Plan
+	return e
+}
+
+// InvalidateAccount makes every cached entry of the account stale: the
+// next request with any of its keys asks the store. Used for revocations
+// and plan changes.
+func (c *Cache) InvalidateAccount(accountID string) {
+	e := c.epoch.Add(1)
+	c.accountInval.Store(accountID, invalidation{epoch: e, at: c.now()})
+	for {
+		last := c.lastInval.Load()
+		if last >= e || c.lastInval.CompareAndSwap(last, e) {
+			break
+		}
+	}
+}
+
+// Forget removes the entry of one key hash, to free its memory early.
+// Correctness never depends on it (see InvalidateAccount).
+func (c *Cache) Forget(h keystore.Hash) { c.lru.Del(slot(&h)) }
+
+// InvalidateUnknown makes every negative entry stale: used when a key is
+// created, so a key that was refused a moment ago works at once.
+func (c *Cache) InvalidateUnknown() {
+	c.negBefore.Store(c.epoch.Add(1))
+}
+
+// DropAll makes every entry stale and frees them.
+func (c *Cache) DropAll() {
+	c.dropBefore.Store(c.epoch.Add(1))
+	c.lru.Clear()
+}
+
+// Apply applies one change from the store's change log.
+func (c *Cache) Apply(ch keystore.Change) {
+	switch ch.Kind {
+	case keystore.ChangeCreated:
+		c.InvalidateUnknown()
+		c.Forget(ch.Hash)
+	case keystore.ChangeRevoked:
+		c.InvalidateAccount(ch.AccountID)
+		c.Forget(ch.Hash)
+	case keystore.ChangePlan:
+		c.InvalidateAccount(ch.AccountID)
+	default:
+		c.DropAll()
+	}
+}
+
+// pruneInvalidations forgets account invalidations older than any entry can
+// be: an entry lives at most MaxTTL, so older marks can no longer match.
+func (c *Cache) pruneInvalidations() {
+	cutoff := c.now().Add(-2 * MaxTTL)
+	c.accountInval.Range(func(k, v any) bool {
+		if v.(invalidation).at.Before(cutoff) {
+			c.accountInval.CompareAndDelete(k, v)
+		}
+		return true
+	})
+}
+
+// Touch records that e was used; the time is written to the store in the
+// next batch (see FlushTouched). Only the first use between two flushes
+// costs more than one atomic load.
+func (c *Cache) Touch(e *Entry) {
+	if e.touched.Load() || !e.touched.CompareAndSwap(false, true) {
+		return
+	}
+	c.touchMu.Lock()
+	c.touched = append(c.touched, e)
+	c.touchMu.Unlock()
+}
+
+// FlushTouched writes the last-used time of the keys used since the last
+// flush, in one batch.
+func (c *Cache) FlushTouched(ctx context.Context) error {
+	c.touchMu.Lock()
+	batch := c.touched
+	c.touched = nil
+	c.touchMu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	now := c.now()
+	used := make(map[string]time.Time, len(batch))
+	for _, e := range batch {
+		used[e.KeyID] = now
+		e.touched.Store(false)
+	}
+	return c.store.TouchKeys(ctx, used)
+}
+
+// Close stops the cache. It does not close the store.
+func (c *Cache) Close() { c.lru.Close() }

@@ -1,0 +1,277 @@
+package keycache
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
+	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+)
+
+// countingStore counts lookups and can hold one lookup until released, to
+// stage a revocation racing an in-flight lookup. Everything else goes to a
+// real SQLite store.
+type countingStore struct {
+	keystore.Store
+	lookups atomic.Int64
+	hold    chan chan struct{} // a lookup sends a channel here and waits on it
+}
+
+func (s *countingStore) LookupKey(ctx context.Context, h keystore.Hash) (keystore.Credential, error) {
+	s.lookups.Add(1)
+	cred, err := s.Store.LookupKey(ctx, h)
+	if s.hold != nil {
+		release := make(chan struct{})
+		select {
+		case s.hold <- release:
+			<-release
+		default:
+		}
+	}
+	return cred, err
+}
+
+func setup(t testing.TB) (*Cache, *countingStore, *keys.Manager) {
+	t.Helper()
+	st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "spk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingStore{Store: st}
+	c, err := New(cs, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); st.Close() })
+	return c, cs, &keys.Manager{Store: cs, Cache: c}
+}
+
+func create(t testing.TB, m *keys.Manager, account string, scopes ...string) keys.Created {
+	t.Helper()
+	if err := m.SetPlan(context.Background(), account, "pro"); err != nil {
+		t.Fatal(err)
+	}
+	k, err := m.Create(context.Background(), account, keys.CreateRequest{Name: "k", Scopes: scopes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestVerifyCachesAndSharesMisses(t *testing.T) {
+	c, cs, m := setup(t)
+	k := create(t, m, "a1", "monitors:read")
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if e, st := c.Verify(ctx, k.Secret); st != Valid || e.KeyID != k.ID || e.Plan != "pro" || e.ScopesHeader != "monitors:read" {
+				t.Errorf("verify: %v %+v", st, e)
+			}
+		}()
+	}
+	wg.Wait()
+	c.lru.Wait()
+	n := cs.lookups.Load()
+	if n < 1 || n > 5 {
+		t.Fatalf("%d lookups for 50 concurrent first requests", n)
+	}
+	for range 100 {
+		c.Verify(ctx, k.Secret)
+	}
+	if got := cs.lookups.Load(); got != n {
+		t.Fatalf("cached key looked up again: %d -> %d", n, got)
+	}
+}
+
+func TestMalformedNeverReachesStore(t *testing.T) {
+	c, cs, m := setup(t)
+	k := create(t, m, "a1")
+	for _, bad := range []string{"", "spk_", "spk_x", k.Secret[:39] + "!", k.Secret + "x", "Bearer " + k.Secret} {
+		if _, st := c.Verify(context.Background(), bad); st != Invalid {
+			t.Fatalf("%q: %v", bad, st)
+		}
+	}
+	if cs.lookups.Load() != 0 {
+		t.Fatal("malformed keys reached the store")
+	}
+}
+
+func TestNegativeCacheAndCreation(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	g, _ := apikey.Generate()
+	for range 20 {
+		if _, st := c.Verify(ctx, g.Secret); st != Invalid {
+			t.Fatal("unknown key accepted")
+		}
+	}
+	c.lru.Wait()
+	if n := cs.lookups.Load(); n > 3 {
+		t.Fatalf("unknown key looked up %d times within the negative ttl", n)
+	}
+	// A key created now must work at once even though its hash (here any
+	// unknown one) was refused a moment ago: creation drops negative entries.
+	before := cs.lookups.Load()
+	m.Cache.InvalidateUnknown()
+	c.Verify(ctx, g.Secret)
+	if cs.lookups.Load() == before {
+		t.Fatal("negative entry survived a creation")
+	}
+	k := create(t, m, "a1")
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("new key refused")
+	}
+}
+
+func TestRevocationRacingInFlightLookup(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	k := create(t, m, "a1")
+	cs.hold = make(chan chan struct{})
+
+	// A lookup starts and reads the key while it is still valid...
+	done := make(chan Status)
+	go func() {
+		_, st := c.Verify(ctx, k.Secret)
+		done <- st
+	}()
+	release := <-cs.hold
+	// ...the key is revoked while that answer is on its way...
+	if _, err := m.Revoke(ctx, "a1", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	cs.hold = nil
+	close(release)
+	// ...and the stale answer must not be used or cached.
+	if st := <-done; st != Invalid {
+		t.Fatalf("in-flight lookup returned %v after the revocation", st)
+	}
+	c.lru.Wait()
+	for range 5 {
+		if _, st := c.Verify(ctx, k.Secret); st != Invalid {
+			t.Fatal("revoked key accepted from the cache")
+		}
+	}
+}
+
+func TestPlanChangeAndRevocationFromChangeLog(t *testing.T) {
+	// Two caches on one store stand for two instances (or the command line
+	// and a server): changes made through one reach the other through the
+	// change log.
+	c1, cs, m1 := setup(t)
+	c2, err := New(cs, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c2.Follow(ctx, FollowConfig{PollInterval: 20 * time.Millisecond})
+	_ = c1
+
+	k := create(t, m1, "a1")
+	e, st := c2.Verify(ctx, k.Secret)
+	if st != Valid || e.Plan != "pro" {
+		t.Fatalf("%v %+v", st, e)
+	}
+	c2.lru.Wait()
+	if err := m1.SetPlan(ctx, "a1", "free"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { e, _ := c2.Verify(ctx, k.Secret); return e != nil && e.Plan == "free" })
+	if _, err := m1.Revoke(ctx, "", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, st := c2.Verify(ctx, k.Secret); return st == Invalid })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	c, _, m := setup(t)
+	ctx := context.Background()
+	m.SetPlan(ctx, "a1", "pro")
+	exp := time.Now().Add(time.Hour)
+	k, err := m.Create(ctx, "a1", keys.CreateRequest{Name: "x", ExpiresAt: &exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("unexpired key refused")
+	}
+	c.now = func() time.Time { return exp.Add(time.Second) }
+	if _, st := c.Verify(ctx, k.Secret); st != Invalid {
+		t.Fatal("expired key accepted from the cache")
+	}
+}
+
+func TestTouchBatches(t *testing.T) {
+	c, _, m := setup(t)
+	ctx := context.Background()
+	k := create(t, m, "a1")
+	e, _ := c.Verify(ctx, k.Secret)
+	for range 1000 {
+		c.Touch(e)
+	}
+	if len(c.touched) != 1 {
+		t.Fatalf("%d pending touches for one key", len(c.touched))
+	}
+	if err := c.FlushTouched(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Store.GetKey(ctx, "a1", k.ID)
+	if err != nil || got.LastUsedAt == nil {
+		t.Fatalf("last used not written: %v %+v", err, got)
+	}
+}
+
+func TestVerifyCachedDoesNotAllocate(t *testing.T) {
+	c, _, m := setup(t)
+	k := create(t, m, "a1")
+	ctx := context.Background()
+	c.Verify(ctx, k.Secret)
+	c.lru.Wait()
+	if n := testing.AllocsPerRun(200, func() {
+		if _, st := c.Verify(ctx, k.Secret); st != Valid {
+			t.Fatal("refused")
+		}
+	}); n != 0 {
+		t.Fatalf("cached verify allocates %v times", n)
+	}
+}
+
+func BenchmarkVerifyCached(b *testing.B) {
+	c, _, m := setup(b)
+	k := create(b, m, "a1", "monitors:read")
+	ctx := context.Background()
+	c.Verify(ctx, k.Secret)
+	c.lru.Wait()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, st := c.Verify(ctx, k.Secret); st != Valid {
+				b.Fatal("refused")
+			}
+		}
+	})
+}

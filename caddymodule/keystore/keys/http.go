@@ -1,0 +1,100 @@
+package keys
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore"
+)
+
+// The JSON shapes below are shared by the console API and Caddy's admin
+// API, so that scripts can talk to either.
+
+// ListResponse is the body of a key listing.
+type ListResponse struct {
+	Keys []keystore.Key `json:"keys"`
+}
+
+// PlanRequest is the body that sets an account's plan.
+type PlanRequest struct {
+	Plan string `json:"plan"`
+}
+
+// ErrorResponse is the body of every JSON error.
+type ErrorResponse struct {
+	// Error is a short machine-readable code, e.g. "invalid_request".
+	Error string `json:"error"`
+	// Message says what went wrong, for a person.
+	Message string `json:"message,omitempty"`
+	// Fields lists the request fields that were wrong.
+	Fields []FieldError `json:"fields,omitempty"`
+}
+
+// MaxBodyBytes bounds a JSON request body.
+const MaxBodyBytes = 64 << 10
+
+// WriteJSON writes v as JSON with status. Responses are never cached and
+// never sniffed.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(true)
+	_ = enc.Encode(v)
+}
+
+// WriteError writes err as a JSON error with the status it calls for:
+// 400 for a FieldError or a bad body, 404 for keystore.ErrNotFound, 409 for
+// keystore.ErrConflict, 503 for keystore.ErrUnavailable, 500 otherwise (with
+// a message that reveals nothing).
+func WriteError(w http.ResponseWriter, err error) {
+	var fe *FieldError
+	var be *BodyError
+	switch {
+	case errors.As(err, &fe):
+		WriteJSON(w, http.StatusBadRequest, ErrorResponse{Error: "invalid_request", Message: fe.Error(), Fields: []FieldError{*fe}})
+	case errors.As(err, &be):
+		WriteJSON(w, be.Status, ErrorResponse{Error: "invalid_request", Message: be.Message})
+	case errors.Is(err, keystore.ErrNotFound):
+		WriteJSON(w, http.StatusNotFound, ErrorResponse{Error: "not_found", Message: "no such key"})
+	case errors.Is(err, keystore.ErrConflict):
+		WriteJSON(w, http.StatusConflict, ErrorResponse{Error: "conflict", Message: "already exists"})
+	case errors.Is(err, keystore.ErrUnavailable):
+		w.Header().Set("Retry-After", "5")
+		WriteJSON(w, http.StatusServiceUnavailable, ErrorResponse{Error: "unavailable", Message: "the key store cannot answer; try again"})
+	default:
+		WriteJSON(w, http.StatusInternalServerError, ErrorResponse{Error: "internal", Message: "internal error"})
+	}
+}
+
+// BodyError is a request body that could not be read as the JSON expected.
+type BodyError struct {
+	Status  int
+	Message string
+}
+
+func (e *BodyError) Error() string { return e.Message }
+
+// DecodeJSON reads a JSON body of at most MaxBodyBytes into v, refusing
+// unknown fields and trailing data.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &BodyError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", MaxBodyBytes)}
+		}
+		return &BodyError{http.StatusBadRequest, "the body is not the JSON expected: " + err.Error()}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &BodyError{http.StatusBadRequest, "the body has data after the JSON object"}
+	}
+	return nil
+}
