@@ -484,7 +484,7 @@ func (s *Server) writeConfig() error {
 listen_addresses = '127.0.0.1'
 port = %d
 unix_socket_directories = '%s'
-max_connections = 300
+max_connections = 1000
 shared_buffers = 32MB
 fsync = off
 synchronous_commit = off
