@@ -1,0 +1,203 @@
+// Package caddymodule holds spkgate's Caddy modules: the spk app (store and
+// cache), the spk_auth and spk_console HTTP handlers, the spk.storage.*
+// store modules, the admin API routes and the "caddy spk" command.
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
+	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// DefaultAPIPlans are the plans with API access unless api_plans says otherwise.
+var DefaultAPIPlans = []string{"pro", "business", "enterprise"}
+
+// App is the spk app: it owns the key store and the cache of verified keys
+// that the spk_auth and spk_console handlers and the admin API use. Store and
+// cache are shared by every configuration that names the same database, so
+// they survive config reloads without dropping a request.
+type App struct {
+	// StorageRaw selects the key store: a module of the spk.storage
+	// namespace ("sqlite" or "postgres"). Default: SQLite in spk/spk.db
+	// under Caddy's data directory.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=spk.storage inline_key=driver"`
+
+	// CacheTTL is how long a verified key is trusted before the store is
+	// asked again; revocations on any instance reach the cache sooner
+	// through the store's change log. At most 60s. Default: 30s.
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
+
+	// NegativeCacheTTL is how long an unknown, revoked or expired key is
+	// remembered as such. At most 10s. Default: 5s.
+	NegativeCacheTTL caddy.Duration `json:"negative_cache_ttl,omitempty"`
+
+	// APIPlans lists the account plans that have API access; a key whose
+	// account is on another plan gets 403 plan_upgrade_required.
+	// Default: ["pro", "business", "enterprise"].
+	APIPlans []string `json:"api_plans,omitempty"`
+
+	// ChangePollInterval is how often the store's change log is read to
+	// learn of revocations, plan changes and new keys made elsewhere.
+	// Default: 1s.
+	ChangePollInterval caddy.Duration `json:"change_poll_interval,omitempty"`
+
+	storage StoreOpener
+	poolKey string
+	shared  *shared
+	manager *keys.Manager
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "spk",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// stores holds the store and cache of each database across config reloads.
+var stores = caddy.NewUsagePool()
+
+// shared is what configurations naming the same database share.
+type shared struct {
+	store  keystore.Store
+	cache  *keycache.Cache
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Destruct stops the background work and closes cache and store.
+func (s *shared) Destruct() error {
+	s.cancel()
+	<-s.done
+	s.cache.Close()
+	return s.store.Close()
+}
+
+// Provision opens (or reuses) the store and cache.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if len(a.APIPlans) == 0 {
+		a.APIPlans = DefaultAPIPlans
+	}
+	if a.StorageRaw == nil {
+		a.StorageRaw = json.RawMessage(`{"driver":"sqlite"}`)
+	}
+	mod, err := ctx.LoadModule(a, "StorageRaw")
+	if err != nil {
+		return fmt.Errorf("loading storage module: %v", err)
+	}
+	a.storage = mod.(StoreOpener)
+	a.poolKey = a.storage.PoolKey()
+	cfg := keycache.Config{TTL: time.Duration(a.CacheTTL), NegativeTTL: time.Duration(a.NegativeCacheTTL)}
+	logger := a.logger
+	val, loaded, err := stores.LoadOrNew(a.poolKey, func() (caddy.Destructor, error) {
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		st, err := a.storage.OpenStore(octx)
+		if err != nil {
+			return nil, err
+		}
+		c, err := keycache.New(st, cfg)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		fctx, fcancel := context.WithCancel(context.Background())
+		s := &shared{store: st, cache: c, cancel: fcancel, done: make(chan struct{})}
+		go func() {
+			defer close(s.done)
+			c.Follow(fctx, keycache.FollowConfig{
+				PollInterval: time.Duration(a.ChangePollInterval),
+				OnError: func(op string, err error) {
+					logger.Warn("key store background work failed", zap.String("op", op), zap.Error(err))
+				},
+			})
+		}()
+		return s, nil
+	})
+	if err != nil {
+		return fmt.Errorf("opening key store: %v", err)
+	}
+	a.shared = val.(*shared)
+	if loaded {
+		if err := a.shared.cache.SetTTLs(cfg.TTL, cfg.NegativeTTL); err != nil {
+			stores.Delete(a.poolKey)
+			a.shared = nil
+			return err
+		}
+	}
+	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache}
+	return nil
+}
+
+// Validate checks the cache lifetimes.
+func (a *App) Validate() error {
+	switch {
+	case time.Duration(a.CacheTTL) < 0 || time.Duration(a.CacheTTL) > keycache.MaxTTL:
+		return fmt.Errorf("cache_ttl must be between 0 and %s", keycache.MaxTTL)
+	case time.Duration(a.NegativeCacheTTL) < 0 || time.Duration(a.NegativeCacheTTL) > keycache.MaxNegativeTTL:
+		return fmt.Errorf("negative_cache_ttl must be between 0 and %s", keycache.MaxNegativeTTL)
+	}
+	return nil
+}
+
+// running is the app of the running configuration, for the admin API.
+var running atomic.Pointer[App]
+
+// Start makes this app the one the admin API uses.
+func (a *App) Start() error {
+	running.Store(a)
+	return nil
+}
+
+// Stop stops the app; store and cache live on while another configuration
+// uses them.
+func (a *App) Stop() error {
+	running.CompareAndSwap(a, nil)
+	return nil
+}
+
+// Cleanup releases this configuration's hold on the store and cache.
+func (a *App) Cleanup() error {
+	if a.shared == nil {
+		return nil
+	}
+	_, err := stores.Delete(a.poolKey)
+	return err
+}
+
+// Cache returns the cache of verified keys.
+func (a *App) Cache() *keycache.Cache { return a.shared.cache }
+
+// Keys returns the manager through which keys are created and revoked.
+func (a *App) Keys() *keys.Manager { return a.manager }
+
+// PlanHasAPIAccess reports whether plan is one of APIPlans.
+func (a *App) PlanHasAPIAccess(plan string) bool {
+	return slices.Contains(a.APIPlans, plan)
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddy.Destructor   = (*shared)(nil)
+)

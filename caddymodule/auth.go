@@ -1,0 +1,328 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
+	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+)
+
+func init() {
+	caddy.RegisterModule(Auth{})
+}
+
+// Auth authenticates requests with spk_ API keys, checks that the key's
+// scopes allow the request's method and path, and passes allowed requests on
+// with the caller's identity in X-Spk-Account-Id, X-Spk-Key-Id, X-Spk-Scopes
+// and X-Spk-Plan, and in the placeholders {http.auth.user.id},
+// {http.auth.user.key_id}, {http.auth.user.scopes} and {http.auth.user.plan}.
+//
+// Keys are read from "Authorization: Bearer spk_..." or "X-API-Key: spk_...".
+// Every X-Spk-* header the client sent (in any case, with - or _) and every
+// method-override header is removed before the request goes on, so an
+// upstream can trust them. Refusals are JSON: 400 for a path that could be
+// read two ways, 401 for a missing or invalid key, 403 for a missing scope
+// or a plan without API access, 503 when the key store cannot answer.
+//
+// It needs the spk app, which it configures with defaults if the
+// configuration has none.
+type Auth struct {
+	// Policy names a built-in route policy. "statuspage" maps GET and HEAD
+	// on <base_path>/R and below to R:read and POST, PUT, PATCH and DELETE
+	// to R:write (or full access where R has no write scope), for R in
+	// status_pages, monitors, incidents, maintenances and analytics.
+	// Default: none.
+	Policy string `json:"policy,omitempty"`
+
+	// BasePath is the base path of the built-in policy. Default: /v1.
+	BasePath string `json:"base_path,omitempty"`
+
+	// Rules map further requests to scopes, after the built-in policy; the
+	// last rule that matches a request decides, so later rules refine
+	// earlier ones. A request that no rule maps needs a full-access key.
+	Rules []scope.Rule `json:"rules,omitempty"`
+
+	// HideCredentials removes the Authorization and X-API-Key headers
+	// before the request goes on. Default: true.
+	HideCredentials *bool `json:"hide_credentials,omitempty"`
+
+	app    *App
+	cache  *keycache.Cache
+	policy *scope.Policy
+	hide   bool
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Auth) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.spk_auth",
+		New: func() caddy.Module { return new(Auth) },
+	}
+}
+
+// Provision compiles the policy and finds the spk app.
+func (h *Auth) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	rules, err := h.rules()
+	if err != nil {
+		return err
+	}
+	if h.policy, err = scope.Compile(rules); err != nil {
+		return fmt.Errorf("compiling scope rules: %v", err)
+	}
+	if h.policy.Len() == 0 {
+		h.logger.Warn("spk_auth has no policy and no scope rules: only full-access keys can pass")
+	}
+	h.hide = h.HideCredentials == nil || *h.HideCredentials
+	appIface, err := ctx.App("spk")
+	if err != nil {
+		return fmt.Errorf("loading spk app: %v", err)
+	}
+	h.app = appIface.(*App)
+	h.cache = h.app.Cache()
+	return nil
+}
+
+func (h *Auth) rules() ([]scope.Rule, error) {
+	var rules []scope.Rule
+	switch h.Policy {
+	case "":
+		if h.BasePath != "" {
+			return nil, fmt.Errorf("base_path %q given without a policy", h.BasePath)
+		}
+	case "statuspage":
+		base := h.BasePath
+		if base == "" {
+			base = "/v1"
+		}
+		if !strings.HasPrefix(base, "/") || strings.Contains(base, "*") {
+			return nil, fmt.Errorf("policy base path %q must be a path starting with /", base)
+		}
+		rules = scope.StatusPage(base)
+	default:
+		return nil, fmt.Errorf("unknown policy %q (known: statuspage)", h.Policy)
+	}
+	return append(rules, h.Rules...), nil
+}
+
+// Validate checks the configuration without side effects.
+func (h *Auth) Validate() error {
+	rules, err := h.rules()
+	if err != nil {
+		return err
+	}
+	_, err = scope.Compile(rules)
+	return err
+}
+
+// Canonical header names.
+const (
+	hdrAuthorization = "Authorization"
+	hdrAPIKey        = "X-Api-Key"
+	hdrAccount       = "X-Spk-Account-Id"
+	hdrKeyID         = "X-Spk-Key-Id"
+	hdrScopes        = "X-Spk-Scopes"
+	hdrPlan          = "X-Spk-Plan"
+)
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	key, cred := credential(r.Header)
+	if h.hide || cred != credOK {
+		// Off the request before anything else can see it again.
+		delete(r.Header, hdrAuthorization)
+		delete(r.Header, hdrAPIKey)
+	}
+	switch cred {
+	case credMissing:
+		return h.refuse(w, r, &respMissing)
+	case credBad:
+		return h.refuse(w, r, &respInvalid)
+	}
+
+	path, changed, err := scope.Canonical(r.URL.Path, r.URL.RawPath)
+	if err != nil {
+		return h.refuse(w, r, &respBadPath)
+	}
+	if changed {
+		r.URL.Path, r.URL.RawPath = path, ""
+	}
+
+	e, status := h.cache.Verify(r.Context(), key)
+	switch status {
+	case keycache.Invalid:
+		return h.refuse(w, r, &respInvalid)
+	case keycache.Unavailable:
+		return h.refuse(w, r, &respUnavailable)
+	}
+	if !h.app.PlanHasAPIAccess(e.Plan) {
+		return h.refuse(w, r, &respPlan)
+	}
+	if need := h.policy.Required(r.Method, path); !e.Scopes.Allows(need) {
+		return h.refuse(w, r, insufficientScope(need))
+	}
+
+	stripForged(r)
+	r.Header[hdrAccount] = e.AccountValues
+	r.Header[hdrKeyID] = e.KeyValues
+	r.Header[hdrScopes] = e.ScopesValues
+	r.Header[hdrPlan] = e.PlanValues
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", e.AccountAny)
+	repl.Set("http.auth.user.key_id", e.KeyAny)
+	repl.Set("http.auth.user.scopes", e.ScopesAny)
+	repl.Set("http.auth.user.plan", e.PlanAny)
+	h.cache.Touch(e)
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Auth) refuse(w http.ResponseWriter, r *http.Request, resp *response) error {
+	if c := h.logger.Check(zapcore.DebugLevel, "request refused"); c != nil {
+		c.Write(zap.Int("status", resp.status), zap.String("reason", resp.reason),
+			zap.String("method", r.Method), zap.String("path", r.URL.Path))
+	}
+	return resp.write(w)
+}
+
+type credStatus uint8
+
+const (
+	credOK credStatus = iota
+	credMissing
+	credBad
+)
+
+// credential reads the key from the two credential headers. A repeated
+// header, two different keys, or an Authorization header that is not a
+// bearer credential next to an X-API-Key is credBad; no key is credMissing.
+func credential(hd http.Header) (string, credStatus) {
+	authz, apiKey := hd[hdrAuthorization], hd[hdrAPIKey]
+	if len(authz) > 1 || len(apiKey) > 1 {
+		return "", credBad
+	}
+	var bearer string
+	otherScheme := false
+	if len(authz) == 1 {
+		v := authz[0]
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			bearer = strings.TrimLeft(v[7:], " ")
+			if bearer == "" {
+				return "", credBad
+			}
+		} else if strings.EqualFold(strings.TrimSpace(v), "bearer") {
+			return "", credBad
+		} else {
+			otherScheme = true
+		}
+	}
+	switch {
+	case len(apiKey) == 1 && (otherScheme || (bearer != "" && bearer != apiKey[0])):
+		return "", credBad
+	case len(apiKey) == 1:
+		if apiKey[0] == "" {
+			return "", credBad
+		}
+		return apiKey[0], credOK
+	case bearer != "":
+		return bearer, credOK
+	}
+	return "", credMissing
+}
+
+// stripForged removes every header an upstream could take for identity
+// the gateway vouches for: X-Spk-* in any spelling, method overrides, and
+// the same names listed in Connection (which would make a proxy drop the
+// real ones). It also drops a _method query parameter.
+func stripForged(r *http.Request) {
+	for name := range r.Header {
+		if isSpkHeader(name) || isMethodOverride(name) {
+			delete(r.Header, name)
+		}
+	}
+	if conn := r.Header["Connection"]; len(conn) > 0 {
+		stripConnectionTokens(r.Header, conn)
+	}
+	if strings.Contains(r.URL.RawQuery, "_method") {
+		q := r.URL.Query()
+		if _, ok := q["_method"]; ok {
+			q.Del("_method")
+			r.URL.RawQuery = q.Encode()
+		}
+	}
+}
+
+// sameName compares a header name with a lower-case, dash-separated name,
+// ignoring case and treating _ like -.
+func sameName(name, lower string) bool {
+	if len(name) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '_' {
+			c = '-'
+		} else if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func isSpkHeader(name string) bool {
+	return len(name) > 6 && sameName(name[:6], "x-spk-")
+}
+
+func isMethodOverride(name string) bool {
+	switch len(name) {
+	case len("x-http-method-override"):
+		return sameName(name, "x-http-method-override")
+	case len("x-http-method"):
+		return sameName(name, "x-http-method")
+	case len("x-method-override"):
+		return sameName(name, "x-method-override")
+	}
+	return false
+}
+
+func stripConnectionTokens(hd http.Header, conn []string) {
+	var kept []string
+	touched := false
+	for _, v := range conn {
+		for tok := range strings.SplitSeq(v, ",") {
+			t := strings.TrimSpace(tok)
+			if isSpkHeader(t) || isMethodOverride(t) || sameName(t, "authorization") || sameName(t, "x-api-key") {
+				touched = true
+				continue
+			}
+			if t != "" {
+				kept = append(kept, t)
+			}
+		}
+	}
+	if !touched {
+		return
+	}
+	if len(kept) == 0 {
+		delete(hd, "Connection")
+		return
+	}
+	hd["Connection"] = []string{strings.Join(kept, ", ")}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Auth)(nil)
+	_ caddy.Validator             = (*Auth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Auth)(nil)
+)

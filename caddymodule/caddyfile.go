@@ -1,0 +1,207 @@
+package caddymodule
+
+import (
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
+	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("spk", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("spk_auth", parseAuth)
+	// Authentication comes early, with Caddy's own: before any handler that
+	// could answer or proxy the request.
+	httpcaddyfile.RegisterDirectiveOrder("spk_auth", httpcaddyfile.After, "basic_auth")
+}
+
+// parseGlobalOption sets up the spk app from the global option:
+//
+//	spk {
+//		storage sqlite [<path>]
+//		storage postgres <dsn>
+//		cache_ttl <duration>
+//		negative_cache_ttl <duration>
+//		api_plans <plan...>
+//		change_poll_interval <duration>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "spk", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens; see
+// parseGlobalOption for the syntax.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "storage":
+			if a.StorageRaw != nil {
+				return d.Err("storage given twice")
+			}
+			if !d.NextArg() {
+				return d.Errf("storage needs a driver: sqlite [<path>] or postgres <dsn>")
+			}
+			switch driver := d.Val(); driver {
+			case "sqlite":
+				s := new(SQLiteStorage)
+				if d.NextArg() {
+					s.Path = d.Val()
+				}
+				a.StorageRaw = caddyconfig.JSONModuleObject(s, "driver", driver, nil)
+			case "postgres":
+				s := new(PostgresStorage)
+				if !d.NextArg() {
+					return d.Errf("storage postgres needs a DSN, e.g. {env.SPK_DATABASE_URL}")
+				}
+				s.DSN = d.Val()
+				a.StorageRaw = caddyconfig.JSONModuleObject(s, "driver", driver, nil)
+			default:
+				return d.Errf("unknown storage driver %q (known: sqlite, postgres)", driver)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "cache_ttl":
+			v, err := parseDuration(d, keycache.MaxTTL)
+			if err != nil {
+				return err
+			}
+			a.CacheTTL = v
+		case "negative_cache_ttl":
+			v, err := parseDuration(d, keycache.MaxNegativeTTL)
+			if err != nil {
+				return err
+			}
+			a.NegativeCacheTTL = v
+		case "change_poll_interval":
+			v, err := parseDuration(d, time.Minute)
+			if err != nil {
+				return err
+			}
+			a.ChangePollInterval = v
+		case "api_plans":
+			a.APIPlans = d.RemainingArgs()
+			if len(a.APIPlans) == 0 {
+				return d.Errf("api_plans needs at least one plan")
+			}
+		default:
+			return d.Errf("unrecognized subdirective %s", d.Val())
+		}
+	}
+	return nil
+}
+
+func parseDuration(d *caddyfile.Dispenser, max time.Duration) (caddy.Duration, error) {
+	name := d.Val()
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	v, err := caddy.ParseDuration(d.Val())
+	if err != nil {
+		return 0, d.Errf("%s: %v", name, err)
+	}
+	if v <= 0 || v > max {
+		return 0, d.Errf("%s %s out of range: it must be positive and at most %s", name, d.Val(), max)
+	}
+	if d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	return caddy.Duration(v), nil
+}
+
+func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	a := new(Auth)
+	err := a.UnmarshalCaddyfile(h.Dispenser)
+	return a, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	spk_auth [<matcher>] {
+//		policy statuspage [<base_path>]
+//		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern>
+//		hide_credentials on|off
+//	}
+func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "policy":
+			if h.Policy != "" {
+				return d.Err("policy given twice")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() != "statuspage" {
+				return d.Errf("unknown policy %q (known: statuspage)", d.Val())
+			}
+			h.Policy = d.Val()
+			if d.NextArg() {
+				h.BasePath = d.Val()
+				if !strings.HasPrefix(h.BasePath, "/") || strings.Contains(h.BasePath, "*") {
+					return d.Errf("policy base path %q must be a path starting with /", h.BasePath)
+				}
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "scope":
+			args := d.RemainingArgs()
+			if len(args) != 3 {
+				return d.Errf("scope needs three arguments: <scope|*> <METHOD[,METHOD...]|*> <path_pattern>, got %d", len(args))
+			}
+			r := scope.Rule{Scope: args[0], Path: args[2]}
+			if args[1] != "*" {
+				r.Methods = strings.Split(args[1], ",")
+			}
+			if _, err := scope.Compile([]scope.Rule{r}); err != nil {
+				return d.Errf("scope: %v", strings.TrimPrefix(err.Error(), "rule 1 "))
+			}
+			h.Rules = append(h.Rules, r)
+		case "hide_credentials":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			var v bool
+			switch d.Val() {
+			case "on":
+				v = true
+			case "off":
+			default:
+				return d.Errf("hide_credentials must be on or off, not %q", d.Val())
+			}
+			h.HideCredentials = &v
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unrecognized subdirective %s", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Auth)(nil)
+)

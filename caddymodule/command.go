@@ -1,0 +1,179 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "spk",
+		Usage: "create|list|revoke|plan [--config <path>] [--adapter <name>] ...",
+		Short: "Manages spkgate API keys in the configured key store",
+		Long: `
+Manages spkgate API keys directly in the key store that the config names
+(the spk global option's storage), without a running server: for
+bootstrapping and scripts. A running gateway on the same store learns of
+revocations, plan changes and new keys within a second (its cache reads the
+store's change log).
+
+  caddy spk create --account acct_1 --name ci-pipeline --scope monitors:read
+  caddy spk list   --account acct_1
+  caddy spk revoke key_...
+  caddy spk plan   --account acct_1 pro
+
+Output is JSON, in the shapes of the admin API. The key itself is printed
+once, by create, and cannot be shown again.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")
+			cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter")
+
+			create := &cobra.Command{
+				Use:   "create --account <id> --name <name> [--scope <scope>]... [--expires <RFC 3339 time> | --expires-in <duration>]",
+				Short: "Creates a key and prints it once",
+				Args:  cobra.NoArgs,
+				RunE: func(c *cobra.Command, _ []string) error {
+					account, _ := c.Flags().GetString("account")
+					name, _ := c.Flags().GetString("name")
+					scopes, _ := c.Flags().GetStringSlice("scope")
+					expires, _ := c.Flags().GetString("expires")
+					expiresIn, _ := c.Flags().GetDuration("expires-in")
+					req := keys.CreateRequest{Name: name, Scopes: scopes}
+					switch {
+					case expires != "" && expiresIn != 0:
+						return errors.New("give --expires or --expires-in, not both")
+					case expires != "":
+						t, err := time.Parse(time.RFC3339, expires)
+						if err != nil {
+							return fmt.Errorf("--expires: %v", err)
+						}
+						req.ExpiresAt = &t
+					case expiresIn != 0:
+						t := time.Now().Add(expiresIn)
+						req.ExpiresAt = &t
+					}
+					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
+						return m.Create(ctx, account, req)
+					})
+				},
+			}
+			create.Flags().String("account", "", "Account that owns the key (required)")
+			create.Flags().String("name", "", "Descriptive name, e.g. ci-pipeline (required)")
+			create.Flags().StringSlice("scope", nil, "Scope to grant; repeat or separate with commas; none means full access")
+			create.Flags().String("expires", "", "Expiry time, RFC 3339 (e.g. 2027-01-01T00:00:00Z)")
+			create.Flags().Duration("expires-in", 0, "Expiry as a duration from now (e.g. 720h)")
+
+			list := &cobra.Command{
+				Use:   "list --account <id>",
+				Short: "Lists an account's active keys",
+				Args:  cobra.NoArgs,
+				RunE: func(c *cobra.Command, _ []string) error {
+					account, _ := c.Flags().GetString("account")
+					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
+						ks, err := m.List(ctx, account)
+						return keys.ListResponse{Keys: ks}, err
+					})
+				},
+			}
+			list.Flags().String("account", "", "Account whose keys to list (required)")
+
+			revoke := &cobra.Command{
+				Use:   "revoke <key id>",
+				Short: "Revokes a key",
+				Args:  cobra.ExactArgs(1),
+				RunE: func(c *cobra.Command, args []string) error {
+					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
+						return m.Revoke(ctx, "", args[0])
+					})
+				},
+			}
+
+			plan := &cobra.Command{
+				Use:   "plan --account <id> <plan>",
+				Short: "Records an account's plan",
+				Args:  cobra.ExactArgs(1),
+				RunE: func(c *cobra.Command, args []string) error {
+					account, _ := c.Flags().GetString("account")
+					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
+						if err := m.SetPlan(ctx, account, args[0]); err != nil {
+							return nil, err
+						}
+						return keys.PlanRequest{Plan: args[0]}, nil
+					})
+				},
+			}
+			plan.Flags().String("account", "", "Account whose plan to set (required)")
+
+			cmd.AddCommand(create, list, revoke, plan)
+		},
+	})
+}
+
+// withCLIManager opens the store the config names, runs f and prints its
+// result as JSON.
+func withCLIManager(c *cobra.Command, f func(context.Context, *keys.Manager) (any, error)) error {
+	c.SilenceUsage = true
+	configFile, _ := c.Flags().GetString("config")
+	adapter, _ := c.Flags().GetString("adapter")
+	opener, err := storeFromConfig(configFile, adapter)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := opener.OpenStore(ctx)
+	if err != nil {
+		return fmt.Errorf("opening key store: %v", err)
+	}
+	defer st.Close()
+	out, err := f(ctx, &keys.Manager{Store: st})
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// storeFromConfig loads the config and provisions the storage module of
+// its spk app (the default SQLite store when it names none).
+func storeFromConfig(configFile, adapter string) (StoreOpener, error) {
+	cfgJSON, _, _, err := caddycmd.LoadConfig(configFile, adapter)
+	if err != nil {
+		return nil, err
+	}
+	var cfg struct {
+		Apps struct {
+			Spk *App `json:"spk"`
+		} `json:"apps"`
+	}
+	if len(cfgJSON) > 0 {
+		if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+			return nil, fmt.Errorf("reading config: %v", err)
+		}
+	}
+	app := cfg.Apps.Spk
+	if app == nil {
+		app = new(App)
+	}
+	if app.StorageRaw == nil {
+		app.StorageRaw = json.RawMessage(`{"driver":"sqlite"}`)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	mod, err := ctx.LoadModule(app, "StorageRaw")
+	if err != nil {
+		return nil, fmt.Errorf("loading storage module: %v", err)
+	}
+	return mod.(StoreOpener), nil
+}

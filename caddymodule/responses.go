@@ -1,0 +1,86 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+)
+
+// response is a refusal, built once at start-up: the same bytes for every
+// request that gets it, whatever the reason behind it.
+type response struct {
+	status  int
+	reason  string // for debug logs only
+	body    []byte
+	wwwAuth string
+	length  []string
+	extra   [][2]string
+}
+
+func newResponse(status int, reason, wwwAuth string, body any, extra ...[2]string) response {
+	b, err := json.Marshal(body)
+	if err != nil {
+		panic(err)
+	}
+	return response{status: status, reason: reason, body: b, wwwAuth: wwwAuth,
+		length: []string{strconv.Itoa(len(b))}, extra: extra}
+}
+
+func (resp *response) write(w http.ResponseWriter) error {
+	hd := w.Header()
+	hd["Content-Type"] = []string{"application/json"}
+	hd["Content-Length"] = resp.length
+	hd["Cache-Control"] = []string{"no-store"}
+	hd["X-Content-Type-Options"] = []string{"nosniff"}
+	if resp.wwwAuth != "" {
+		hd["Www-Authenticate"] = []string{resp.wwwAuth}
+	}
+	for _, kv := range resp.extra {
+		hd.Set(kv[0], kv[1])
+	}
+	w.WriteHeader(resp.status)
+	_, err := w.Write(resp.body)
+	return err
+}
+
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message,omitempty"`
+}
+
+var (
+	respMissing = newResponse(http.StatusUnauthorized, "missing key", `Bearer realm="spk"`,
+		errorBody{"unauthorized", "an API key is required: send Authorization: Bearer spk_... or X-API-Key: spk_..."})
+	respInvalid = newResponse(http.StatusUnauthorized, "invalid key", `Bearer realm="spk", error="invalid_token"`,
+		errorBody{"unauthorized", "the API key is invalid, expired or revoked"})
+	respBadPath = newResponse(http.StatusBadRequest, "bad path", "",
+		errorBody{"bad_request", scope.ErrBadPath.Error()})
+	respUnavailable = newResponse(http.StatusServiceUnavailable, "store unavailable", "",
+		errorBody{Error: "unavailable"}, [2]string{"Retry-After", "5"})
+	respPlan = newResponse(http.StatusForbidden, "plan without api access", "",
+		struct {
+			Error      string `json:"error"`
+			Message    string `json:"message"`
+			UpgradeURL string `json:"upgrade_url"`
+		}{"plan_upgrade_required", "API access needs a Pro plan or above", DefaultUpgradeURL})
+	respScope = func() []response {
+		r := make([]response, len(scope.All)+1)
+		for i := range r {
+			need := scope.Req(i).String()
+			r[i] = newResponse(http.StatusForbidden, "insufficient scope",
+				`Bearer realm="spk", error="insufficient_scope", scope="`+need+`"`,
+				struct {
+					Error         string `json:"error"`
+					RequiredScope string `json:"required_scope"`
+				}{"insufficient_scope", need})
+		}
+		return r
+	}()
+)
+
+// DefaultUpgradeURL is where plan_upgrade_required points.
+const DefaultUpgradeURL = "/billing/upgrade"
+
+func insufficientScope(need scope.Req) *response { return &respScope[need] }

@@ -1,0 +1,14 @@
+// Package spkgate is the module that xcaddy builds into Caddy:
+//
+//	xcaddy build v2.11.9 --with github.com/spkgate/spkgate
+//
+// Importing it registers spkgate's Caddy modules (the spk app, the spk_auth
+// and spk_console handlers, the spk.storage.* stores, the admin API routes
+// and the "caddy spk" command). The code lives in package caddymodule and
+// in the Caddy-free packages under caddymodule/keystore.
+package spkgate
+
+import (
+	// Register the Caddy modules.
+	_ "github.com/spkgate/spkgate/caddymodule"
+)
