@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests build the real binary and drive it as a user would: the
+// README's run command with Caddyfile.example, the "caddy spk" command,
+// and the admin API.
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "spkgate-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building caddy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is an isolated environment: its own data directory and ports.
+type env struct {
+	t        *testing.T
+	vars     []string
+	dataHome string
+	gateway  string
+	admin    string
+	upstream string
+}
+
+func newEnv(t *testing.T) *env {
+	home := t.TempDir()
+	e := &env{t: t, dataHome: filepath.Join(home, "data")}
+	gw, up, ad := freePort(t), freePort(t), freePort(t)
+	e.gateway = fmt.Sprintf("http://localhost:%d", gw)
+	e.upstream = fmt.Sprintf("http://localhost:%d", up)
+	e.admin = fmt.Sprintf("http://localhost:%d", ad)
+	e.vars = append(os.Environ(),
+		"HOME="+home,
+		"XDG_DATA_HOME="+e.dataHome,
+		"XDG_CONFIG_HOME="+filepath.Join(home, "config"),
+		fmt.Sprintf("SPK_GATEWAY_PORT=%d", gw),
+		fmt.Sprintf("SPK_UPSTREAM_PORT=%d", up),
+		fmt.Sprintf("SPK_ADMIN=localhost:%d", ad),
+	)
+	return e
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// caddy runs the binary to completion and returns its stdout.
+func (e *env) caddy(args ...string) (string, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Dir = "../.." // where Caddyfile.example is
+	cmd.Env = e.vars
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("caddy %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), err
+}
+
+func TestListModulesMatchesXcaddyJSON(t *testing.T) {
+	e := newEnv(t)
+	out, err := e.caddy("list-modules", "--skip-standard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.Contains(l, " ") && !strings.HasPrefix(l, "Standard") {
+			got = append(got, l)
+		}
+	}
+	var rec struct {
+		Caddy   string   `json:"caddy_version"`
+		Modules []string `json:"modules"`
+	}
+	b, err := os.ReadFile("../../xcaddy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(got)
+	sort.Strings(rec.Modules)
+	if strings.Join(got, " ") != strings.Join(rec.Modules, " ") {
+		t.Fatalf("non-standard modules of the build:\n%s\nxcaddy.json lists:\n%s", strings.Join(got, "\n"), strings.Join(rec.Modules, "\n"))
+	}
+	ver, err := e.caddy("version")
+	if err != nil || !strings.HasPrefix(ver, rec.Caddy) {
+		t.Fatalf("caddy version %q, xcaddy.json says %s (%v)", ver, rec.Caddy, err)
+	}
+}
+
+func TestCommandLineManagesKeys(t *testing.T) {
+	e := newEnv(t)
+	cfg := []string{"--config", "Caddyfile.example"}
+	if _, err := e.caddy(append([]string{"spk", "plan", "--account", "acct_cli", "pro"}, cfg...)...); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.caddy(append([]string{"spk", "create", "--account", "acct_cli", "--name", "ci-pipeline", "--scope", "monitors:read,incidents:read", "--expires-in", "720h"}, cfg...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct {
+		ID, Key, Name, Prefix string
+		Scopes                []string
+		ExpiresAt             *time.Time `json:"expires_at"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || !strings.HasPrefix(created.Key, "spk_") || created.ExpiresAt == nil || len(created.Scopes) != 2 {
+		t.Fatalf("create printed %s (%v)", out, err)
+	}
+	out, err = e.caddy(append([]string{"spk", "list", "--account", "acct_cli"}, cfg...)...)
+	if err != nil || !strings.Contains(out, created.ID) || strings.Contains(out, created.Key) {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	if _, err := e.caddy(append([]string{"spk", "create", "--account", "acct_cli", "--name", "", "--scope", "x"}, cfg...)...); err == nil || !strings.Contains(err.Error(), "name") {
+		t.Fatalf("bad create: %v", err)
+	}
+	if _, err := e.caddy(append([]string{"spk", "revoke", created.ID}, cfg...)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.caddy(append([]string{"spk", "revoke", created.ID}, cfg...)...); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("second revoke: %v", err)
+	}
+	// The key store is where Caddyfile.example says: under the data dir.
+	if _, err := os.Stat(filepath.Join(e.dataHome, "caddy", "spk", "spk.db")); err != nil {
+		t.Fatalf("default store location: %v", err)
+	}
+}
+
+// TestReadmeTour runs the README's first command and its quick tour.
+func TestReadmeTour(t *testing.T) {
+	e := newEnv(t)
+	cmd := exec.Command(binary, "run", "--config", "Caddyfile.example")
+	cmd.Dir = "../.."
+	cmd.Env = e.vars
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			t.Error("caddy did not stop on SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("caddy output:\n%s", logs.String())
+		}
+	}()
+	client := &http.Client{Timeout: 5 * time.Second}
+	call := func(method, url, body string, hdr ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st, _ := call("GET", e.gateway+"/v1/monitors", ""); st == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gateway did not come up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	if st, body := call("PUT", e.admin+"/spk/accounts/acct_demo/plan", `{"plan":"pro"}`); st != 204 {
+		t.Fatalf("set plan: %d %s", st, body)
+	}
+	st, body := call("POST", e.admin+"/spk/accounts/acct_demo/keys", `{"name":"readme-tour","scopes":["monitors:read"]}`)
+	var k struct{ ID, Key string }
+	if st != 201 || json.Unmarshal([]byte(body), &k) != nil || k.Key == "" {
+		t.Fatalf("create: %d %s", st, body)
+	}
+	st, body = call("GET", e.gateway+"/v1/monitors", "", "Authorization", "Bearer "+k.Key)
+	for _, want := range []string{"GET /v1/monitors", "X-Spk-Account-Id: acct_demo", "X-Spk-Key-Id: " + k.ID, "X-Spk-Scopes: monitors:read", "X-Spk-Plan: pro", "Authorization: \n", "X-Api-Key: \n"} {
+		if st != 200 || !strings.Contains(body, want) {
+			t.Fatalf("call: %d, %q lacks %q", st, body, want)
+		}
+	}
+	if st, body = call("POST", e.gateway+"/v1/monitors", "{}", "X-API-Key", k.Key); st != 403 || !strings.Contains(body, `"required_scope":"monitors:write"`) {
+		t.Fatalf("write with read key: %d %s", st, body)
+	}
+	// Revoked from the command line while the server runs: the server's
+	// cache learns it from the store's change log.
+	if _, err := e.caddy("spk", "revoke", "--config", "Caddyfile.example", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		st, body = call("GET", e.gateway+"/v1/monitors", "", "X-API-Key", k.Key)
+		if st == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked key still answered %d after 5s", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Contains(logs.String(), k.Key) || strings.Contains(logs.String(), k.Key[4:]) {
+		t.Fatal("the key appeared in Caddy's output")
+	}
+}
