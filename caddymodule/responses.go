@@ -14,28 +14,39 @@ type response struct {
 	status  int
 	reason  string // for debug logs only
 	body    []byte
-	wwwAuth string
+	wwwAuth []string
 	length  []string
 	extra   [][2]string
 }
+
+// Header values shared by every refusal. Each slice has len == cap, so a
+// later Header.Add copies instead of writing into the shared array.
+var (
+	valJSON    = []string{"application/json"}
+	valNoStore = []string{"no-store"}
+	valNosniff = []string{"nosniff"}
+)
 
 func newResponse(status int, reason, wwwAuth string, body any, extra ...[2]string) response {
 	b, err := json.Marshal(body)
 	if err != nil {
 		panic(err)
 	}
-	return response{status: status, reason: reason, body: b, wwwAuth: wwwAuth,
-		length: []string{strconv.Itoa(len(b))}, extra: extra}
+	resp := response{status: status, reason: reason, body: b, length: []string{strconv.Itoa(len(b))}, extra: extra}
+	if wwwAuth != "" {
+		resp.wwwAuth = []string{wwwAuth}
+	}
+	return resp
 }
 
 func (resp *response) write(w http.ResponseWriter) error {
 	hd := w.Header()
-	hd["Content-Type"] = []string{"application/json"}
+	hd["Content-Type"] = valJSON
 	hd["Content-Length"] = resp.length
-	hd["Cache-Control"] = []string{"no-store"}
-	hd["X-Content-Type-Options"] = []string{"nosniff"}
-	if resp.wwwAuth != "" {
-		hd["Www-Authenticate"] = []string{resp.wwwAuth}
+	hd["Cache-Control"] = valNoStore
+	hd["X-Content-Type-Options"] = valNosniff
+	if resp.wwwAuth != nil {
+		hd["Www-Authenticate"] = resp.wwwAuth
 	}
 	for _, kv := range resp.extra {
 		hd.Set(kv[0], kv[1])

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -174,8 +175,8 @@ func TestReadmeTour(t *testing.T) {
 	cmd := exec.Command(binary, "run", "--config", "Caddyfile.example")
 	cmd.Dir = "../.."
 	cmd.Env = e.vars
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -255,4 +256,22 @@ func TestReadmeTour(t *testing.T) {
 	if strings.Contains(logs.String(), k.Key) || strings.Contains(logs.String(), k.Key[4:]) {
 		t.Fatal("the key appeared in Caddy's output")
 	}
+}
+
+// syncBuffer collects a child process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -385,3 +385,7 @@ func (c *Cache) FlushTouched(ctx context.Context) error {
 
 // Close stops the cache. It does not close the store.
 func (c *Cache) Close() { c.lru.Close() }
+
+// Wait blocks until every entry set so far is visible to Verify (the
+// underlying cache admits entries asynchronously). For tests and benchmarks.
+func (c *Cache) Wait() { c.lru.Wait() }
