@@ -143,6 +143,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache}
+	if err := registerMetrics(ctx, a.shared.cache); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 	return nil
 }
 

@@ -2,10 +2,12 @@ package caddymodule_test
 
 import (
 	"context"
+	"io"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,6 +199,22 @@ func TestUnauthorizedAnswers(t *testing.T) {
 		}
 	}
 	wantStatus(t, "live key still works", g.do("GET", "/v1/monitors", "X-API-Key", live.Secret), 200)
+
+	// The counters show the refusals, and nothing of any key.
+	resp, err := g.client.Get(g.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"spk_keys_malformed_total ", `spk_store_lookups_total{result="not_found"} `, `spk_store_lookups_total{result="found"} `} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if regexp.MustCompile(`spk_[0-9A-Za-z]{36}`).Match(metrics) || strings.Contains(string(metrics), live.Secret[4:14]) {
+		t.Error("metrics carry key material")
+	}
 }
 
 // keysFromOtherStore returns a well-formed key that the gateway's store has

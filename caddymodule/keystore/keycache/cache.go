@@ -88,6 +88,10 @@ type Config struct {
 	MaxEntries int64
 	// QueryTimeout bounds one store query made for a miss.
 	QueryTimeout time.Duration
+	// MaxConcurrentLookups bounds the store queries in flight for misses,
+	// so that a flood of well-formed unknown keys cannot take every
+	// connection of the store's pool. Default: 16.
+	MaxConcurrentLookups int
 }
 
 func (c *Config) setDefaults() error {
@@ -102,6 +106,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.QueryTimeout == 0 {
 		c.QueryTimeout = 3 * time.Second
+	}
+	if c.MaxConcurrentLookups <= 0 {
+		c.MaxConcurrentLookups = 16
 	}
 	switch {
 	case c.TTL < 0 || c.TTL > MaxTTL:
@@ -140,6 +147,38 @@ type Cache struct {
 
 	touchMu sync.Mutex
 	touched []*Entry
+
+	// lookupSlots bounds concurrent store lookups.
+	lookupSlots chan struct{}
+	stats       counters
+}
+
+// counters are kept off the hit path: only misses and refusals count.
+type counters struct {
+	malformed, lookups, found, notFound, failed atomic.Uint64
+}
+
+// Stats are the cache's counters since it was created.
+type Stats struct {
+	// Malformed counts keys refused by their format, without a lookup.
+	Malformed uint64
+	// Lookups counts store queries made for cache misses.
+	Lookups uint64
+	// Found and NotFound count lookups by outcome (a revoked key counts as
+	// found); Failed counts lookups that failed and misses that found no
+	// free lookup slot in time.
+	Found, NotFound, Failed uint64
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Malformed: c.stats.malformed.Load(),
+		Lookups:   c.stats.lookups.Load(),
+		Found:     c.stats.found.Load(),
+		NotFound:  c.stats.notFound.Load(),
+		Failed:    c.stats.failed.Load(),
+	}
 }
 
 type invalidation struct {
@@ -160,7 +199,7 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %v", err)
 	}
-	c := &Cache{store: store, cfg: cfg, lru: lru, now: time.Now}
+	c := &Cache{store: store, cfg: cfg, lru: lru, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups)}
 	c.ttl.Store(int64(cfg.TTL))
 	c.negTTL.Store(int64(cfg.NegativeTTL))
 	c.epoch.Store(1)
@@ -190,6 +229,7 @@ func slot(h *keystore.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 // when the key is cached.
 func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
 	if apikey.Check(key) != nil {
+		c.stats.malformed.Add(1)
 		return nil, Invalid
 	}
 	h := apikey.Hash(key)
@@ -244,8 +284,24 @@ func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
 // load queries the store and caches the answer, unless an invalidation
 // touching it happened while the query ran (errRetry).
 func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
+	select {
+	case c.lookupSlots <- struct{}{}:
+		defer func() { <-c.lookupSlots }()
+	case <-ctx.Done():
+		c.stats.failed.Add(1)
+		return nil, keystore.ErrUnavailable
+	}
 	epoch := c.epoch.Load()
+	c.stats.lookups.Add(1)
 	cred, err := c.store.LookupKey(ctx, h)
+	switch {
+	case err == nil:
+		c.stats.found.Add(1)
+	case errors.Is(err, keystore.ErrNotFound):
+		c.stats.notFound.Add(1)
+	default:
+		c.stats.failed.Add(1)
+	}
 	var e *Entry
 	switch {
 	case err == nil && cred.Key.RevokedAt == nil:

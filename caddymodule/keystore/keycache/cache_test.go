@@ -113,6 +113,9 @@ func TestMalformedNeverReachesStore(t *testing.T) {
 	if cs.lookups.Load() != 0 {
 		t.Fatal("malformed keys reached the store")
 	}
+	if st := c.Stats(); st.Malformed != 6 || st.Lookups != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 func TestNegativeCacheAndCreation(t *testing.T) {
