@@ -1,0 +1,625 @@
+// Command spkbench is spkgate's load benchmark of record. It starts an
+// upstream, a Caddy doing plain reverse_proxy to it and a Caddy doing
+// spk_auth + reverse_proxy to it (the same binary), drives them in turn in
+// interleaved rounds with the same connections and duration, and prints
+// requests/s, p50, p99, Caddy's CPU time per request and the ratios.
+//
+//	go run ./cmd/spkbench                       # hot, spread and attack on SQLite
+//	go run ./cmd/spkbench -scenarios million    # 1,000,000 keys stored, 100,000 active
+//	go run ./cmd/spkbench -store postgres -dsn postgres://...
+//
+// The Caddy processes are pinned to one core and the load generator and
+// upstream to the other (taskset) when the machine has two or more; on a
+// small machine they still share memory bandwidth and caches, and the
+// load generator's own CPU use limits the request rate: compare the ratios
+// and the CPU time per request, not the absolute requests/s.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
+	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+)
+
+type config struct {
+	caddyBin  string
+	scenarios []string
+	store     string
+	dsn       string
+	conns     int
+	duration  time.Duration
+	warmup    time.Duration
+	rounds    int
+	keys      int
+	stored    int
+	active    int
+	caddyCPU  string
+	loadCPU   string
+	workDir   string
+}
+
+func main() {
+	log.SetFlags(0)
+	var cfg config
+	var scen string
+	flag.StringVar(&cfg.caddyBin, "caddy", "", "Caddy binary with spkgate (default: go build ./cmd/caddy)")
+	flag.StringVar(&scen, "scenarios", "hot,spread,attack", "comma-separated: hot, spread, attack, million")
+	flag.StringVar(&cfg.store, "store", "sqlite", "key store: sqlite or postgres")
+	flag.StringVar(&cfg.dsn, "dsn", os.Getenv("SPK_DATABASE_URL"), "PostgreSQL DSN for -store postgres")
+	flag.IntVar(&cfg.conns, "conns", 64, "concurrent connections")
+	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "measured time per run")
+	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured time before each run")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds per scenario")
+	flag.IntVar(&cfg.keys, "keys", 10_000, "distinct keys of the spread scenario")
+	flag.IntVar(&cfg.stored, "stored", 1_000_000, "keys stored in the million scenario")
+	flag.IntVar(&cfg.active, "active", 100_000, "keys used in the million scenario")
+	flag.StringVar(&cfg.caddyCPU, "caddy-cpu", "1", "CPU list for the Caddy processes (taskset); empty: no pinning")
+	flag.StringVar(&cfg.loadCPU, "load-cpu", "0", "CPU list for the load generator and upstream (taskset); empty: no pinning")
+	flag.Parse()
+	cfg.scenarios = strings.Split(scen, ",")
+	if os.Getenv("SPKBENCH_PINNED") == "" && runtime.NumCPU() < 2 {
+		cfg.caddyCPU, cfg.loadCPU = "", ""
+	}
+	pinSelf(cfg.loadCPU)
+
+	dir, err := os.MkdirTemp("", "spkbench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg.workDir = dir
+	if cfg.caddyBin == "" {
+		cfg.caddyBin = filepath.Join(dir, "caddy")
+		log.Printf("building %s", cfg.caddyBin)
+		build := exec.Command("go", "build", "-o", cfg.caddyBin, "./cmd/caddy")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			log.Fatalf("building caddy (run from the repository root): %v", err)
+		}
+	}
+	if err := run(cfg); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// pinSelf re-executes this program under taskset so that every thread of
+// the load generator runs on cpus.
+func pinSelf(cpus string) {
+	if cpus == "" || os.Getenv("SPKBENCH_PINNED") != "" {
+		return
+	}
+	ts, err := exec.LookPath("taskset")
+	if err != nil {
+		log.Printf("taskset not found: not pinning (apt-get install util-linux)")
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	cmd := exec.Command(ts, append([]string{"-c", cpus, self}, os.Args[1:]...)...)
+	cmd.Env = append(os.Environ(), "SPKBENCH_PINNED=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			os.Exit(ee.ExitCode())
+		}
+		log.Fatal(err)
+	}
+	os.Exit(0)
+}
+
+func run(cfg config) error {
+	up, err := startUpstream()
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+
+	fmt.Printf("spkbench %s, %s, Caddy on CPU %q, load generator and upstream on CPU %q\n",
+		time.Now().UTC().Format("2006-01-02"), cpuModel(), cfg.caddyCPU, cfg.loadCPU)
+	fmt.Printf("%d connections, %s per run after %s warm-up, %d interleaved rounds, store %s\n\n",
+		cfg.conns, cfg.duration, cfg.warmup, cfg.rounds, cfg.store)
+
+	plain, err := startCaddy(cfg, "plain", up.Addr().String(), "")
+	if err != nil {
+		return err
+	}
+	defer plain.stop()
+
+	for _, sc := range cfg.scenarios {
+		if err := scenario(cfg, strings.TrimSpace(sc), plain, up.Addr().String()); err != nil {
+			return fmt.Errorf("scenario %s: %v", sc, err)
+		}
+	}
+	return nil
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(l, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
+
+func scenario(cfg config, name string, plain *caddyProc, upstream string) error {
+	storeDir := filepath.Join(cfg.workDir, name)
+	if err := os.MkdirAll(storeDir, 0o700); err != nil {
+		return err
+	}
+	storage := "storage sqlite " + filepath.Join(storeDir, "spk.db")
+	if cfg.store == "postgres" {
+		if cfg.dsn == "" {
+			return fmt.Errorf("-store postgres needs -dsn or SPK_DATABASE_URL")
+		}
+		storage = "storage postgres " + cfg.dsn
+	}
+	var secrets []string
+	var err error
+	switch name {
+	case "hot", "attack":
+		secrets, err = seed(cfg, storeDir, 1, 1)
+	case "spread":
+		secrets, err = seed(cfg, storeDir, cfg.keys, cfg.keys)
+	case "million":
+		secrets, err = seed(cfg, storeDir, cfg.stored, cfg.active)
+	default:
+		return fmt.Errorf("unknown scenario (known: hot, spread, attack, million)")
+	}
+	if err != nil {
+		return err
+	}
+	spk, err := startCaddy(cfg, "spk-"+name, upstream, storage)
+	if err != nil {
+		return err
+	}
+	defer spk.stop()
+
+	attack := false
+	legitConns := cfg.conns
+	if name == "attack" {
+		attack = true
+		legitConns = cfg.conns / 2
+	}
+	fmt.Printf("== %s: %s\n", name, describe(name, cfg))
+	var plainRes, spkRes []result
+	lookupsBefore := spk.metric(`spk_store_lookups_total{result="not_found"}`)
+	for r := range cfg.rounds {
+		order := []*caddyProc{plain, spk}
+		if r%2 == 1 {
+			order = []*caddyProc{spk, plain}
+		}
+		for _, p := range order {
+			if p == plain {
+				plainRes = append(plainRes, drive(cfg, p, cfg.conns, nil, false))
+			} else {
+				spkRes = append(spkRes, drive(cfg, p, legitConns, secrets, attack))
+			}
+		}
+	}
+	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
+	report(plainRes, spkRes, name == "attack")
+	if name == "attack" {
+		var attackReqs int64
+		var secs float64
+		for _, r := range spkRes {
+			attackReqs += r.attackRequests
+			secs += r.elapsed.Seconds()
+		}
+		fmt.Printf("attack: %d refused requests with random keys (%.0f/s); store lookups for unknown keys: %.0f (%.0f/s); legitimate traffic on %d of %d connections\n",
+			attackReqs, float64(attackReqs)/secs, lookups, lookups/(secs+float64(cfg.rounds)*cfg.warmup.Seconds()), legitConns, cfg.conns)
+	}
+	fmt.Println()
+	return nil
+}
+
+func describe(name string, cfg config) string {
+	switch name {
+	case "hot":
+		return "one full-access key, cached"
+	case "spread":
+		return fmt.Sprintf("%d distinct keys, round robin", cfg.keys)
+	case "attack":
+		return "half the connections: a cached key; the other half: 50% random well-formed unknown keys, 50% bad checksums"
+	case "million":
+		return fmt.Sprintf("%d keys stored, %d used round robin", cfg.stored, cfg.active)
+	}
+	return ""
+}
+
+// seed creates n keys for one account directly in the store (before Caddy
+// starts) and returns the secrets of the first active ones.
+func seed(cfg config, dir string, n, active int) ([]string, error) {
+	ctx := context.Background()
+	var st keystore.Store
+	var err error
+	if cfg.store == "postgres" {
+		st, err = pgstore.Open(ctx, cfg.dsn)
+	} else {
+		st, err = sqlitestore.Open(ctx, filepath.Join(dir, "spk.db"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	m := &keys.Manager{Store: st}
+	account := fmt.Sprintf("acct_bench_%d", time.Now().UnixNano())
+	if err := m.SetPlan(ctx, account, "pro"); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	secrets := make([]string, active)
+	var next atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	workers := 1
+	if cfg.store == "postgres" {
+		workers = 8
+	}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				k, err := m.Create(ctx, account, keys.CreateRequest{Name: fmt.Sprintf("bench-%d", i)})
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				if i < active {
+					secrets[i] = k.Secret
+				}
+				if i > 0 && i%100_000 == 0 {
+					log.Printf("seeded %d of %d keys (%s)", i, n, time.Since(start).Round(time.Second))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n >= 1000 {
+		log.Printf("seeded %d keys in %s", n, time.Since(start).Round(time.Millisecond))
+	}
+	return secrets, firstErr
+}
+
+// attackKey returns a key that no store holds: every second one is
+// well-formed (valid checksum, so it costs a store lookup), the others have
+// a wrong checksum.
+func attackKey(wellFormed bool) string {
+	g, err := apikey.Generate()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if wellFormed {
+		return g.Secret
+	}
+	last, repl := g.Secret[len(g.Secret)-1], byte('0')
+	if last == '0' {
+		repl = '1'
+	}
+	return g.Secret[:len(g.Secret)-1] + string(repl)
+}
+
+func startUpstream() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	body := []byte(`{"monitors":[]}`)
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	return ln, nil
+}
+
+// caddyProc is one Caddy process under test.
+type caddyProc struct {
+	name  string
+	cmd   *exec.Cmd
+	base  string
+	admin string
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startCaddy starts a Caddy proxying to upstream; with a storage line it
+// runs spk_auth in front of the proxy. Both sides keep 1024 idle
+// connections per upstream (Caddy's default of 32 makes reverse_proxy open
+// a connection per request under this load).
+func startCaddy(cfg config, name, upstream, storage string) (*caddyProc, error) {
+	port, adminPort := freePort(), freePort()
+	dir := filepath.Join(cfg.workDir, "caddy-"+name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	var global, auth string
+	if storage != "" {
+		global = "spk {\n\t\t" + storage + "\n\t}"
+		auth = "spk_auth {\n\t\tpolicy statuspage\n\t}"
+	}
+	caddyfile := fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	persist_config off
+	storage file_system %s
+	%s
+}
+http://127.0.0.1:%d {
+	%s
+	reverse_proxy %s {
+		transport http {
+			keepalive_idle_conns_per_host 1024
+		}
+	}
+}
+`, adminPort, dir, global, port, auth, upstream)
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(caddyfile), 0o600); err != nil {
+		return nil, err
+	}
+	args := []string{cfg.caddyBin, "run", "--config", file, "--adapter", "caddyfile"}
+	if cfg.caddyCPU != "" {
+		if ts, err := exec.LookPath("taskset"); err == nil {
+			args = append([]string{ts, "-c", cfg.caddyCPU}, args...)
+		}
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	logf, err := os.Create(filepath.Join(dir, "caddy.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &caddyProc{name: name, cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(p.admin + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			log, _ := os.ReadFile(filepath.Join(dir, "caddy.log"))
+			return nil, fmt.Errorf("caddy %s did not start:\n%s", name, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *caddyProc) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// cpuTicks returns the process's user+system CPU time in clock ticks.
+func (p *caddyProc) cpuTicks() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	var utime, stime int64
+	fmt.Sscan(fields[11], &utime)
+	fmt.Sscan(fields[12], &stime)
+	return utime + stime
+}
+
+// metric reads one sample of the process's Prometheus metrics.
+func (p *caddyProc) metric(name string) float64 {
+	resp, err := http.Get(p.admin + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+type result struct {
+	requests       int64
+	attackRequests int64
+	errors         int64
+	elapsed        time.Duration
+	p50, p99       time.Duration
+	cpuPerReq      time.Duration
+}
+
+const clockTick = 10 * time.Millisecond // USER_HZ on Linux
+
+// drive sends GET /v1/monitors/42 over conns connections for the warm-up
+// and the measured duration. With secrets, requests carry them round
+// robin; with attack, the remaining connections send a new random key with
+// every request.
+func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: cfg.conns, MaxConnsPerHost: cfg.conns, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	url := p.base + "/v1/monitors/42"
+
+	var measuring atomic.Bool
+	var stop atomic.Bool
+	var next atomic.Uint64
+	lat := make([][]time.Duration, conns)
+	var attackCount, errCount atomic.Int64
+	var wg sync.WaitGroup
+	worker := func(keysList []string, record []time.Duration, out *[]time.Duration, isAttack bool) {
+		defer wg.Done()
+		req, _ := http.NewRequest("GET", url, nil)
+		for n := 0; !stop.Load(); n++ {
+			switch {
+			case isAttack:
+				req.Header.Set("Authorization", "Bearer "+attackKey(n%2 == 0))
+			case len(keysList) > 0:
+				req.Header.Set("Authorization", "Bearer "+keysList[next.Add(1)%uint64(len(keysList))])
+			}
+			t0 := time.Now()
+			resp, err := client.Do(req)
+			d := time.Since(t0)
+			if err != nil {
+				errCount.Add(1)
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if !measuring.Load() {
+				continue
+			}
+			if isAttack {
+				attackCount.Add(1)
+				continue
+			}
+			if resp.StatusCode != 200 {
+				errCount.Add(1)
+			}
+			record = append(record, d)
+		}
+		*out = record
+	}
+	for i := range conns {
+		wg.Add(1)
+		go worker(secrets, make([]time.Duration, 0, 1<<16), &lat[i], false)
+	}
+	if attack {
+		for range cfg.conns - conns {
+			wg.Add(1)
+			var discard []time.Duration
+			go worker(nil, nil, &discard, true)
+		}
+	}
+	time.Sleep(cfg.warmup)
+	cpu0 := p.cpuTicks()
+	start := time.Now()
+	measuring.Store(true)
+	time.Sleep(cfg.duration)
+	measuring.Store(false)
+	elapsed := time.Since(start)
+	cpu1 := p.cpuTicks()
+	stop.Store(true)
+	wg.Wait()
+
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	r := result{requests: int64(len(all)), attackRequests: attackCount.Load(), errors: errCount.Load(), elapsed: elapsed}
+	if len(all) > 0 {
+		r.p50 = all[len(all)/2]
+		r.p99 = all[len(all)*99/100]
+		total := r.requests + r.attackRequests
+		r.cpuPerReq = time.Duration(cpu1-cpu0) * clockTick / time.Duration(total)
+	}
+	return r
+}
+
+func summarize(rs []result) (rps float64, p50, p99, cpu time.Duration, errs int64) {
+	var reqs int64
+	var secs float64
+	var p50s, p99s, cpus []time.Duration
+	for _, r := range rs {
+		reqs += r.requests
+		secs += r.elapsed.Seconds()
+		p50s = append(p50s, r.p50)
+		p99s = append(p99s, r.p99)
+		cpus = append(cpus, r.cpuPerReq)
+		errs += r.errors
+	}
+	return float64(reqs) / secs, median(p50s), median(p99s), median(cpus), errs
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func report(plain, spk []result, attack bool) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "\tround\treq/s\tp50\tp99\tCPU/req\terrors\t")
+	for i := range plain {
+		for _, row := range []struct {
+			name string
+			r    result
+		}{{"reverse_proxy", plain[i]}, {"spk_auth+reverse_proxy", spk[i]}} {
+			fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t\n", row.name, i+1, float64(row.r.requests)/row.r.elapsed.Seconds(),
+				us(row.r.p50), us(row.r.p99), us(row.r.cpuPerReq), row.r.errors)
+		}
+	}
+	prps, pp50, pp99, pcpu, perr := summarize(plain)
+	srps, sp50, sp99, scpu, serr := summarize(spk)
+	fmt.Fprintf(w, "reverse_proxy\tall\t%.0f\t%s\t%s\t%s\t%d\t\n", prps, us(pp50), us(pp99), us(pcpu), perr)
+	fmt.Fprintf(w, "spk_auth+reverse_proxy\tall\t%.0f\t%s\t%s\t%s\t%d\t\n", srps, us(sp50), us(sp99), us(scpu), serr)
+	w.Flush()
+	if attack {
+		fmt.Printf("legitimate requests under attack: p50 %+.0fµs, p99 %+.0fµs against reverse_proxy alone (req/s and CPU/req of the spk rows count only the legitimate half and all requests, respectively)\n",
+			float64(sp50-pp50)/1e3, float64(sp99-pp99)/1e3)
+		return
+	}
+	fmt.Printf("throughput ratio %.3f (%+.1f%%), p99 %+.0fµs, CPU per request %+.1fµs (%+.1f%%)\n",
+		srps/prps, (srps/prps-1)*100, float64(sp99-pp99)/1e3, float64(scpu-pcpu)/1e3, (float64(scpu)/float64(pcpu)-1)*100)
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/1e3) }
