@@ -2,8 +2,12 @@ package caddymodule
 
 import (
 	"fmt"
+	"math"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -53,12 +57,31 @@ type Auth struct {
 	// before the request goes on. Default: true.
 	HideCredentials *bool `json:"hide_credentials,omitempty"`
 
-	app    *App
-	cache  *keycache.Cache
-	policy *scope.Policy
-	hide   bool
-	logger *zap.Logger
+	// FailureLimit is how many failed authentications (invalid, unknown,
+	// revoked or expired keys) one client address may make per
+	// FailureWindow. Past it, the address gets 429 with Retry-After for
+	// every key that is not already cached as valid, without a store
+	// lookup; it earns tries back steadily. The client address is Caddy's
+	// (it honours the server's trusted_proxies for X-Forwarded-For).
+	// -1 disables the limit. Default: 20.
+	FailureLimit int `json:"failure_limit,omitempty"`
+
+	// FailureWindow is the period of FailureLimit. Default: 1m.
+	FailureWindow caddy.Duration `json:"failure_window,omitempty"`
+
+	app      *App
+	cache    *keycache.Cache
+	policy   *scope.Policy
+	hide     bool
+	failures *failureLimiter
+	logger   *zap.Logger
 }
+
+// Defaults of the failed-authentication limit.
+const (
+	DefaultFailureLimit  = 20
+	DefaultFailureWindow = time.Minute
+)
 
 // CaddyModule returns the Caddy module information.
 func (Auth) CaddyModule() caddy.ModuleInfo {
@@ -82,6 +105,16 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 		h.logger.Warn("spk_auth has no policy and no scope rules: only full-access keys can pass")
 	}
 	h.hide = h.HideCredentials == nil || *h.HideCredentials
+	if h.FailureLimit >= 0 {
+		limit, window := h.FailureLimit, time.Duration(h.FailureWindow)
+		if limit == 0 {
+			limit = DefaultFailureLimit
+		}
+		if window == 0 {
+			window = DefaultFailureWindow
+		}
+		h.failures = newFailureLimiter(limit, window)
+	}
 	appIface, err := ctx.App("spk")
 	if err != nil {
 		return fmt.Errorf("loading spk app: %v", err)
@@ -115,6 +148,9 @@ func (h *Auth) rules() ([]scope.Rule, error) {
 
 // Validate checks the configuration without side effects.
 func (h *Auth) Validate() error {
+	if h.FailureLimit < -1 || h.FailureWindow < 0 {
+		return fmt.Errorf("failure_limit must be -1 (off), 0 (default) or positive, and failure_window positive")
+	}
 	rules, err := h.rules()
 	if err != nil {
 		return err
@@ -145,6 +181,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	case credMissing:
 		return h.refuse(w, r, &respMissing)
 	case credBad:
+		h.failures.fail(clientAddr(r))
 		return h.refuse(w, r, &respInvalid)
 	}
 
@@ -156,9 +193,18 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		r.URL.Path, r.URL.RawPath = path, ""
 	}
 
-	e, status := h.cache.Verify(r.Context(), key)
+	var e *keycache.Entry
+	var status keycache.Status
+	if wait, blocked := h.failures.retryAfter(r); blocked {
+		if e, status = h.cache.Cached(key); status != keycache.Valid {
+			return h.tooManyFailures(w, r, wait)
+		}
+	} else {
+		e, status = h.cache.Verify(r.Context(), key)
+	}
 	switch status {
 	case keycache.Invalid:
+		h.failures.fail(clientAddr(r))
 		return h.refuse(w, r, &respInvalid)
 	case keycache.Unavailable:
 		return h.refuse(w, r, &respUnavailable)
@@ -190,6 +236,29 @@ func (h *Auth) refuse(w http.ResponseWriter, r *http.Request, resp *response) er
 			zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	}
 	return resp.write(w)
+}
+
+// tooManyFailures answers 429 to an address past its failure limit.
+func (h *Auth) tooManyFailures(w http.ResponseWriter, r *http.Request, wait time.Duration) error {
+	secs := int64(math.Ceil(wait.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	return h.refuse(w, r, &respTooMany)
+}
+
+// clientAddr is the client's IP address as Caddy determined it (from
+// X-Forwarded-For only when the peer is a trusted proxy).
+func clientAddr(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 type credStatus uint8

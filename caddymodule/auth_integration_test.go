@@ -426,3 +426,29 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	}
 	t.Logf("%d requests across 3 reloads, none failed (%d retried once after a connection-level race)", total, retried)
 }
+
+func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
+	g := startGateway(t, "", "policy statuspage\n\t\tfailure_limit 5 10s")
+	g.setPlan("acct_f", "pro")
+	cached := g.createKey("acct_f")
+	uncached := g.createKey("acct_f")
+	wantStatus(t, "warm", g.do("GET", "/v1/monitors", "X-API-Key", cached.Secret), 200)
+
+	for range 5 {
+		wantInvalid(t, "guess", g.do("GET", "/v1/monitors", "X-API-Key", mustGenerate(t).Secret))
+	}
+	r := g.do("GET", "/v1/monitors", "X-API-Key", mustGenerate(t).Secret)
+	wantStatus(t, "sixth guess", r, http.StatusTooManyRequests)
+	if ra := r.header.Get("Retry-After"); ra != "2" && ra != "1" {
+		t.Fatalf("Retry-After %q, want about 2s (one try back every 10s/5)", ra)
+	}
+	if !strings.Contains(r.body, `"error":"too_many_requests"`) {
+		t.Fatalf("429 body %s", r.body)
+	}
+	// A valid key already cached still works from the blocked address; one
+	// that would need a store lookup waits like the guesses.
+	wantStatus(t, "cached valid key", g.do("GET", "/v1/monitors", "X-API-Key", cached.Secret), 200)
+	wantStatus(t, "uncached valid key", g.do("GET", "/v1/monitors", "X-API-Key", uncached.Secret), 429)
+	time.Sleep(2100 * time.Millisecond) // one try earned back
+	wantStatus(t, "after Retry-After", g.do("GET", "/v1/monitors", "X-API-Key", uncached.Secret), 200)
+}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -136,6 +137,7 @@ func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		policy statuspage [<base_path>]
 //		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern>
 //		hide_credentials on|off
+//		failure_limit <count> [<window>] | off
 //	}
 func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -190,6 +192,29 @@ func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("hide_credentials must be on or off, not %q", d.Val())
 			}
 			h.HideCredentials = &v
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "failure_limit":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.FailureLimit = -1
+			} else {
+				n, err := strconv.Atoi(d.Val())
+				if err != nil || n < 1 {
+					return d.Errf("failure_limit must be a positive count or off, not %q", d.Val())
+				}
+				h.FailureLimit = n
+				if d.NextArg() {
+					v, err := caddy.ParseDuration(d.Val())
+					if err != nil || v <= 0 {
+						return d.Errf("failure_limit window %q must be a positive duration", d.Val())
+					}
+					h.FailureWindow = caddy.Duration(v)
+				}
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}

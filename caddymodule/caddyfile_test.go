@@ -85,8 +85,20 @@ func TestBadCaddyfile(t *testing.T) {
 		{"short scope line", ":80 {\n\tspk_auth {\n\t\tscope monitors:read /v1/x\n\t}\n}\n", "scope needs three arguments", "Caddyfile:3"},
 		{"relative pattern", ":80 {\n\tspk_auth {\n\t\tscope * GET v1/x\n\t}\n}\n", `must start with /`, "Caddyfile:3"},
 		{"bad hide", ":80 {\n\tspk_auth {\n\t\thide_credentials maybe\n\t}\n}\n", "hide_credentials must be on or off", "Caddyfile:3"},
+		{"bad failure limit", ":80 {\n\tspk_auth {\n\t\tfailure_limit many\n\t}\n}\n", `failure_limit must be a positive count or off, not "many"`, "Caddyfile:3"},
+		{"bad failure window", ":80 {\n\tspk_auth {\n\t\tfailure_limit 5 soon\n\t}\n}\n", `failure_limit window "soon" must be a positive duration`, "Caddyfile:3"},
 		{"unknown subdirective", ":80 {\n\tspk_auth {\n\t\tpolicy statuspage\n\t\trealm x\n\t}\n}\n", "unrecognized subdirective realm", "Caddyfile:4"},
 		{"inline argument", ":80 {\n\tspk_auth statuspage\n}\n", "wrong argument count", "Caddyfile:2"},
+		{"console unknown subdirective", ":80 {\n\tspk_console {\n\t\tplan {spk_plan}\n\t\tcolour blue\n\t}\n}\n", "unrecognized subdirective colour", "Caddyfile:4"},
+		{"console relative base path", ":80 {\n\tspk_console {\n\t\tbase_path user/api\n\t}\n}\n", `base path "user/api" must start with /`, "Caddyfile:3"},
+		{"console wildcard base path", ":80 {\n\tspk_console {\n\t\tbase_path /user/*\n\t}\n}\n", "must be a plain path", "Caddyfile:3"},
+		{"console base path twice", ":80 {\n\tspk_console {\n\t\tbase_path /a\n\t\tbase_path /b\n\t}\n}\n", "base_path given twice", "Caddyfile:4"},
+		{"console script upgrade url", ":80 {\n\tspk_console {\n\t\tupgrade_url javascript:alert(1)\n\t}\n}\n", "upgrade_url: \"javascript:alert(1)\" must be an http or https URL", "Caddyfile:3"},
+		{"console relative base url", ":80 {\n\tspk_console {\n\t\tbase_url api.example.com/v1\n\t}\n}\n", "base_url:", "Caddyfile:3"},
+		{"console plan without value", ":80 {\n\tspk_console {\n\t\tplan\n\t}\n}\n", "wrong argument count", "Caddyfile:3"},
+		{"console two accounts", ":80 {\n\tspk_console {\n\t\taccount {a} {b}\n\t}\n}\n", "wrong argument count", "Caddyfile:3"},
+		{"console empty account", ":80 {\n\tspk_console {\n\t\taccount \"\"\n\t}\n}\n", "account must not be empty", "Caddyfile:3"},
+		{"console inline argument", ":80 {\n\tspk_console console\n}\n", "wrong argument count", "Caddyfile:2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.caddyfile), map[string]any{"filename": "Caddyfile"})

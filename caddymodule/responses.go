@@ -70,6 +70,8 @@ var (
 		errorBody{"bad_request", scope.ErrBadPath.Error()})
 	respUnavailable = newResponse(http.StatusServiceUnavailable, "store unavailable", "",
 		errorBody{Error: "unavailable"}, [2]string{"Retry-After", "5"})
+	respTooMany = newResponse(http.StatusTooManyRequests, "too many failed authentications", "",
+		errorBody{"too_many_requests", "too many failed authentications from this address; retry after the time in Retry-After"})
 	respPlan = newResponse(http.StatusForbidden, "plan without api access", "",
 		struct {
 			Error      string `json:"error"`

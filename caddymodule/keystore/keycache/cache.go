@@ -54,6 +54,7 @@ const (
 type Entry struct {
 	hash      keystore.Hash
 	epoch     uint64
+	loadedAt  int64 // unix nanoseconds when its store query started
 	known     bool
 	expiresAt int64 // unix nanoseconds; 0 = never
 	touched   atomic.Bool
@@ -144,6 +145,14 @@ type Cache struct {
 	negBefore atomic.Uint64
 	// accountInval maps account id to the epoch of its last invalidation.
 	accountInval sync.Map // string -> invalidation
+
+	// syncedAt (unix nanoseconds) is the newest moment as of which every
+	// change committed to the store has been applied (see Follow).
+	syncedAt atomic.Int64
+	// trustFrom (unix nanoseconds) refuses every entry loaded before it:
+	// 0 while the cache is in sync with the store, now-MaxStale while it
+	// is not (see Follow).
+	trustFrom atomic.Int64
 
 	touchMu sync.Mutex
 	touched []*Entry
@@ -246,9 +255,11 @@ func (c *Cache) answer(e *Entry) (*Entry, Status) {
 	return e, Valid
 }
 
-// fresh reports whether no invalidation happened since e was filled.
+// fresh reports whether no invalidation happened since e was filled and,
+// while the cache is out of sync with the store, whether e is recent
+// enough to be trusted.
 func (c *Cache) fresh(e *Entry) bool {
-	if e.epoch < c.dropBefore.Load() || (!e.known && e.epoch < c.negBefore.Load()) {
+	if e.epoch < c.dropBefore.Load() || (!e.known && e.epoch < c.negBefore.Load()) || e.loadedAt < c.trustFrom.Load() {
 		return false
 	}
 	if e.epoch >= c.lastInval.Load() {
@@ -292,6 +303,7 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
 		return nil, keystore.ErrUnavailable
 	}
 	epoch := c.epoch.Load()
+	loadedAt := c.now().UnixNano()
 	c.stats.lookups.Add(1)
 	cred, err := c.store.LookupKey(ctx, h)
 	switch {
@@ -306,8 +318,9 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
 	switch {
 	case err == nil && cred.Key.RevokedAt == nil:
 		e = newEntry(h, epoch, &cred)
+		e.loadedAt = loadedAt
 	case err == nil || errors.Is(err, keystore.ErrNotFound):
-		e = &Entry{hash: h, epoch: epoch}
+		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt}
 		if err == nil {
 			e.AccountID = cred.Key.AccountID
 		}
@@ -380,19 +393,21 @@ func (c *Cache) DropAll() {
 	c.lru.Clear()
 }
 
-// Apply applies one change from the store's change log.
+// Apply applies one change from the store's change log. A change without
+// its hash (a notification) invalidates just the same; only the early
+// freeing of the key's entry is skipped.
 func (c *Cache) Apply(ch keystore.Change) {
 	switch ch.Kind {
 	case keystore.ChangeCreated:
 		c.InvalidateUnknown()
-		c.Forget(ch.Hash)
-	case keystore.ChangeRevoked:
-		c.InvalidateAccount(ch.AccountID)
-		c.Forget(ch.Hash)
-	case keystore.ChangePlan:
+	case keystore.ChangeRevoked, keystore.ChangePlan:
 		c.InvalidateAccount(ch.AccountID)
 	default:
 		c.DropAll()
+		return
+	}
+	if ch.Hash != (keystore.Hash{}) {
+		c.Forget(ch.Hash)
 	}
 }
 
@@ -445,3 +460,19 @@ func (c *Cache) Close() { c.lru.Close() }
 // Wait blocks until every entry set so far is visible to Verify (the
 // underlying cache admits entries asynchronously). For tests and benchmarks.
 func (c *Cache) Wait() { c.lru.Wait() }
+
+// Cached is Verify without the store: a key that is not cached (or whose
+// entry is stale) is Invalid. The gateway uses it for clients that have
+// failed too often, so that their guesses cost no store lookup while a
+// valid key someone behind the same address uses keeps working.
+func (c *Cache) Cached(key string) (*Entry, Status) {
+	if apikey.Check(key) != nil {
+		c.stats.malformed.Add(1)
+		return nil, Invalid
+	}
+	h := apikey.Hash(key)
+	if e, ok := c.lru.Get(slot(&h)); ok && e.hash == h && c.fresh(e) {
+		return c.answer(e)
+	}
+	return nil, Invalid
+}
