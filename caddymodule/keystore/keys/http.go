@@ -15,11 +15,13 @@ import (
 
 // ListResponse is the body of a key listing.
 type ListResponse struct {
+	// Keys are the account's active keys, newest first, never with a secret.
 	Keys []keystore.Key `json:"keys"`
 }
 
 // PlanRequest is the body that sets an account's plan.
 type PlanRequest struct {
+	// Plan is the plan's name, e.g. "pro".
 	Plan string `json:"plan"`
 }
 
@@ -75,10 +77,13 @@ func WriteError(w http.ResponseWriter, err error) {
 
 // BodyError is a request body that could not be read as the JSON expected.
 type BodyError struct {
-	Status  int
+	// Status is the HTTP status to answer with (400, 413).
+	Status int
+	// Message says what was wrong with the body.
 	Message string
 }
 
+// Error returns the message.
 func (e *BodyError) Error() string { return e.Message }
 
 // DecodeJSON reads a JSON body of at most MaxBodyBytes into v, refusing

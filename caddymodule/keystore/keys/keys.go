@@ -24,10 +24,13 @@ const MaxNameLen = 100
 // FieldError is a validation error about one request field. Its message is
 // safe to show to the user.
 type FieldError struct {
-	Field   string `json:"field"`
+	// Field is the JSON name of the field, e.g. "name".
+	Field string `json:"field"`
+	// Message says what is wrong with it.
 	Message string `json:"message"`
 }
 
+// Error returns "field: message".
 func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
 
 // Invalidator is told about changes made through the Manager, so that the
