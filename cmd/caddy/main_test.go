@@ -51,12 +51,14 @@ type env struct {
 	gateway  string
 	admin    string
 	upstream string
+	console  string
 }
 
 func newEnv(t *testing.T) *env {
 	home := t.TempDir()
 	e := &env{t: t, dataHome: filepath.Join(home, "data")}
-	gw, up, ad := freePort(t), freePort(t), freePort(t)
+	gw, up, ad, co := freePort(t), freePort(t), freePort(t), freePort(t)
+	e.console = fmt.Sprintf("http://localhost:%d", co)
 	e.gateway = fmt.Sprintf("http://localhost:%d", gw)
 	e.upstream = fmt.Sprintf("http://localhost:%d", up)
 	e.admin = fmt.Sprintf("http://localhost:%d", ad)
@@ -67,6 +69,7 @@ func newEnv(t *testing.T) *env {
 		fmt.Sprintf("SPK_GATEWAY_PORT=%d", gw),
 		fmt.Sprintf("SPK_UPSTREAM_PORT=%d", up),
 		fmt.Sprintf("SPK_ADMIN=localhost:%d", ad),
+		fmt.Sprintf("SPK_CONSOLE_PORT=%d", co),
 	)
 	return e
 }

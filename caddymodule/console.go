@@ -1,0 +1,223 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/spkgate/spkgate/console"
+)
+
+func init() {
+	caddy.RegisterModule(Console{})
+	httpcaddyfile.RegisterHandlerDirective("spk_console", parseConsole)
+	// After the login layers (basic_auth, forward_auth, and spk_auth, which
+	// comes right after basic_auth), whose placeholders name the account,
+	// and after encode, which then compresses the pages; before handle,
+	// route, respond and reverse_proxy, so that a catch-all handle block or
+	// the proxy to the rest of the dashboard cannot swallow the console's
+	// path (spk_console passes every other path on).
+	httpcaddyfile.RegisterDirectiveOrder("spk_console", httpcaddyfile.After, "encode")
+}
+
+// Console serves the API Console: the pages where a signed-in dashboard
+// user lists, creates and revokes their API keys, and the JSON API under
+// <base_path>/api that does the same.
+//
+// It serves base_path and the paths below it, and passes every other
+// request on to the next handler. It does not log anyone in: a login layer
+// in front of it (Caddy's basic_auth, forward_auth with copy_headers, or
+// anything that sets placeholders) names the account and its plan. Without
+// an account it answers 401; a request authenticated with an spk_ key (by
+// spk_auth) or carrying one is refused; cross-origin requests that could
+// change state are refused.
+//
+// It needs the spk app, which it configures with defaults if the
+// configuration has none.
+type Console struct {
+	// BasePath is the path of the console's home page; its other pages,
+	// assets and JSON API are below it. Default: /user/api-console.
+	BasePath string `json:"base_path,omitempty"`
+
+	// Account is the signed-in user's account id, usually a placeholder
+	// that the login layer fills. Default: {http.auth.user.id}.
+	Account string `json:"account,omitempty"`
+
+	// Plan is the account's plan: a placeholder (e.g. one that a map
+	// directive or forward_auth's copy_headers fills) or a literal. It is
+	// recorded for the account, so that spk_auth applies it to the
+	// account's keys. Default: none: the plan recorded for the account
+	// (through the admin API or an earlier request) is used.
+	Plan string `json:"plan,omitempty"`
+
+	// BaseURL is the API base URL shown to users, e.g.
+	// https://api.example.com/v1. Global placeholders such as {env.*} are
+	// expanded at load time. Default: /v1 on the scheme and host of the
+	// request.
+	BaseURL string `json:"base_url,omitempty"`
+
+	// UpgradeURL is where the upgrade prompt for plans without API access
+	// points. Default: /billing/upgrade.
+	UpgradeURL string `json:"upgrade_url,omitempty"`
+
+	handler *console.Handler
+	account string
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Console) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.spk_console",
+		New: func() caddy.Module { return new(Console) },
+	}
+}
+
+// DefaultConsoleAccount is the placeholder that names the account unless
+// account says otherwise: the user that Caddy's authentication set.
+const DefaultConsoleAccount = "{http.auth.user.id}"
+
+// Provision finds the spk app and builds the console.
+func (c *Console) Provision(ctx caddy.Context) error {
+	c.logger = ctx.Logger()
+	c.account = c.Account
+	if c.account == "" {
+		c.account = DefaultConsoleAccount
+	}
+	if !strings.Contains(c.account, "{") {
+		c.logger.Warn("spk_console account is a literal: every visitor manages the keys of the same account",
+			zap.String("account", c.account))
+	}
+	appIface, err := ctx.App("spk")
+	if err != nil {
+		return fmt.Errorf("loading spk app: %v", err)
+	}
+	app := appIface.(*App)
+	repl := caddy.NewReplacer()
+	c.handler, err = console.New(console.Config{
+		BasePath:         c.BasePath,
+		BaseURL:          repl.ReplaceKnown(c.BaseURL, ""),
+		UpgradeURL:       repl.ReplaceKnown(c.UpgradeURL, ""),
+		Keys:             app.Keys(),
+		PlanHasAPIAccess: app.PlanHasAPIAccess,
+		OnError: func(op string, err error) {
+			c.logger.Error("api console", zap.String("op", op), zap.Error(err))
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("setting up the console: %v", err)
+	}
+	return nil
+}
+
+// Validate checks the paths and URLs that need no placeholder expansion.
+func (c *Console) Validate() error {
+	if c.BasePath != "" {
+		if err := console.CheckBasePath(c.BasePath); err != nil {
+			return err
+		}
+	}
+	for name, u := range map[string]string{"base_url": c.BaseURL, "upgrade_url": c.UpgradeURL} {
+		if u != "" && !strings.Contains(u, "{") {
+			if err := console.CheckURL(u); err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ServeHTTP serves the console's paths and passes the others on.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !c.handler.Handles(r.URL.Path) {
+		return next.ServeHTTP(w, r)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	id := console.Identity{
+		AccountID: repl.ReplaceAll(c.account, ""),
+		Plan:      repl.ReplaceAll(c.Plan, ""),
+	}
+	// spk_auth sets the key id when a key authenticated the request: such
+	// an identity must not manage keys, whatever the account placeholder.
+	id.APIKeyID, _ = repl.GetString("http.auth.user.key_id")
+	c.handler.ServeConsole(w, r, id)
+	return nil
+}
+
+func parseConsole(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	c := new(Console)
+	err := c.UnmarshalCaddyfile(h.Dispenser)
+	return c, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	spk_console [<matcher>] {
+//		base_path <path>
+//		account <placeholder>
+//		plan <placeholder-or-literal>
+//		base_url <url>
+//		upgrade_url <url>
+//	}
+func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		var dst *string
+		switch sub {
+		case "base_path":
+			dst = &c.BasePath
+		case "account":
+			dst = &c.Account
+		case "plan":
+			dst = &c.Plan
+		case "base_url":
+			dst = &c.BaseURL
+		case "upgrade_url":
+			dst = &c.UpgradeURL
+		default:
+			return d.Errf("unrecognized subdirective %s", sub)
+		}
+		if *dst != "" {
+			return d.Errf("%s given twice", sub)
+		}
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		v := d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		switch {
+		case v == "":
+			return d.Errf("%s must not be empty", sub)
+		case sub == "base_path":
+			if err := console.CheckBasePath(v); err != nil {
+				return d.Errf("%v", err)
+			}
+		case (sub == "base_url" || sub == "upgrade_url") && !strings.Contains(v, "{"):
+			if err := console.CheckURL(v); err != nil {
+				return d.Errf("%s: %v", sub, err)
+			}
+		}
+		*dst = v
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Console)(nil)
+	_ caddy.Validator             = (*Console)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Console)(nil)
+	_ caddyfile.Unmarshaler       = (*Console)(nil)
+)
