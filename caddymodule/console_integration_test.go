@@ -237,4 +237,3 @@ func TestConsoleJSONDocsFields(t *testing.T) {
 		}
 	}
 }
-
