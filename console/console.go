@@ -226,6 +226,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	if id.APIKeyID != "" || carriesAPIKey(r.Header) {
 		h.fail(w, r, api, failure{
 			status: http.StatusForbidden, code: "api_key_not_allowed",
+			api:     "an API key cannot be used to manage API keys: sign in to the dashboard",
 			title:   "API keys cannot open the console",
 			message: "An API key cannot be used to manage API keys. Sign in to the dashboard instead.",
 		})
@@ -234,6 +235,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	if err := keys.ValidateAccount(id.AccountID); err != nil {
 		h.fail(w, r, api, failure{
 			status: http.StatusUnauthorized, code: "unauthorized",
+			api:     "sign in to the dashboard to manage API keys",
 			title:   "Sign in to manage your API keys",
 			message: "The API Console is for signed-in users. Sign in to the dashboard and open Developer → API again.",
 		})
@@ -390,8 +392,9 @@ func (f *formMemo) release(account, formID string) {
 type failure struct {
 	status  int
 	code    string // JSON error code
+	api     string // JSON error message
 	title   string // page heading
-	message string
+	message string // page text
 	allow   string // Allow header, for 405
 }
 
@@ -401,7 +404,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, api bool, f failu
 		w.Header().Set("Allow", f.allow)
 	}
 	if api {
-		keys.WriteJSON(w, f.status, keys.ErrorResponse{Error: f.code, Message: f.message})
+		keys.WriteJSON(w, f.status, keys.ErrorResponse{Error: f.code, Message: f.api})
 		return
 	}
 	h.render(w, r, nil, f.status, "error", errorPage{Heading: f.title, Message: f.message})
@@ -409,7 +412,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, api bool, f failu
 
 func (h *Handler) notFound(w http.ResponseWriter, r *http.Request, api bool) {
 	h.fail(w, r, api, failure{
-		status: http.StatusNotFound, code: "not_found",
+		status: http.StatusNotFound, code: "not_found", api: "no such endpoint",
 		title: "Page not found", message: "There is nothing here. Your API keys are on the API Console's main page.",
 	})
 }
@@ -417,6 +420,7 @@ func (h *Handler) notFound(w http.ResponseWriter, r *http.Request, api bool) {
 func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, api bool, allow string) {
 	h.fail(w, r, api, failure{
 		status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: allow,
+		api:   fmt.Sprintf("%s is not allowed here; use %s", r.Method, allow),
 		title: "Method not allowed", message: fmt.Sprintf("%s is not allowed here; use %s.", r.Method, allow),
 	})
 }
@@ -447,6 +451,7 @@ func (h *Handler) crossOrigin(w http.ResponseWriter, r *http.Request) {
 	rel, _ := h.relative(r.URL.Path)
 	h.fail(w, r, rel == "/api" || strings.HasPrefix(rel, "/api/"), failure{
 		status: http.StatusForbidden, code: "cross_origin_request",
+		api:     "cross-origin requests that change state are refused",
 		title:   "Request refused",
 		message: "This request came from another site, so it was refused. Open the API Console from your dashboard and try again.",
 	})

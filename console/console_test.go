@@ -575,7 +575,7 @@ func TestNobodySignedInSeesNothing(t *testing.T) {
 				t.Fatalf("%+v GET %s: %d %s", id, p, a.status, a.body)
 			}
 		}
-		want(t, "api", f.do(id, "GET", base+"/api/keys", nil), 401, `"error":"unauthorized"`)
+		want(t, "api", f.do(id, "GET", base+"/api/keys", nil), 401, `{"error":"unauthorized","message":"sign in to the dashboard to manage API keys"}`)
 		want(t, "page", f.do(id, "GET", base, nil), 401, "Sign in to manage your API keys")
 		want(t, "create", f.do(id, "POST", base+"/api/keys", `{"name":"x"}`), 401)
 	}
