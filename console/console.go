@@ -298,9 +298,13 @@ func (h *Handler) plan(ctx context.Context, id Identity) (string, error) {
 	}
 	if h.plans.record(id.AccountID, plan) {
 		if err := h.cfg.Keys.SetPlan(ctx, id.AccountID, plan); err != nil {
-			// The page still follows the login layer; the next request
-			// tries to record the plan again.
-			h.plans.forget(id.AccountID)
+			// The page still follows the login layer. A store failure is
+			// tried again on the next request; a plan name the store
+			// refuses is reported once.
+			var fe *keys.FieldError
+			if !errors.As(err, &fe) {
+				h.plans.forget(id.AccountID)
+			}
 			h.onError("record plan", err)
 		}
 	}
