@@ -8,14 +8,15 @@ import (
 // ErrBadPath is returned by Canonical for a path that could be read
 // differently by the gateway and by an upstream. Its message is safe to show
 // to the client.
-var ErrBadPath = errors.New("path is not canonical: dot segments, encoded slashes or backslashes, control bytes and percent signs after decoding are refused")
+var ErrBadPath = errors.New("path is not canonical: dot segments (also with ;parameters), encoded slashes or backslashes, control bytes and percent signs after decoding are refused")
 
 // Canonical returns the path that is both checked and forwarded.
 //
 // path is the decoded request path (url.URL.Path) and rawPath the encoding
 // the client used when it differs from the default (url.URL.RawPath). The
 // path is refused (ErrBadPath) when an upstream could resolve it to another
-// resource than the one checked: "." or ".." segments in any encoding, an
+// resource than the one checked: "." or ".." segments in any encoding or
+// followed by ";" path parameters ("..;" is ".." to a servlet container), an
 // encoded slash (%2F) or any backslash, NUL and other control bytes, and a
 // "%" left after decoding (double encoding such as %252e). Runs of slashes
 // are collapsed into one. Everything else is forwarded in its default
@@ -49,8 +50,10 @@ func Canonical(path, rawPath string) (canon string, changed bool, err error) {
 				continue
 			}
 		}
+		// A ";" starts path parameters, which servlet containers and
+		// others strip before they resolve dot segments: "..;x" is "..".
 		seg := path[segStart:i]
-		if seg == "." || seg == ".." {
+		if dot, _, _ := strings.Cut(seg, ";"); dot == "." || dot == ".." {
 			return "", false, ErrBadPath
 		}
 		if seg == "" && i < len(path) {
