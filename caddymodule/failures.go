@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"math"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,7 @@ func (l *failureLimiter) retryAfter(r *http.Request) (time.Duration, bool) {
 	if l == nil || l.blocked.Load() == 0 {
 		return 0, false
 	}
-	addr := clientAddr(r)
+	addr := limitKey(clientAddr(r))
 	s := l.shard(addr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -94,6 +95,7 @@ func (l *failureLimiter) fail(addr string) {
 		return
 	}
 	now := l.now()
+	addr = limitKey(addr)
 	s := l.shard(addr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -113,28 +115,55 @@ func (l *failureLimiter) fail(addr string) {
 	}
 }
 
-// evictLocked forgets the buckets that are full again (they hold no state
-// worth keeping); if none is, it forgets one at random, never a blocked one
-// when it can help it.
+// evictScan bounds the work of one eviction: a full shard is not scanned
+// whole for every new address, which would let a flood of new addresses
+// buy a 4096-entry scan per request.
+const evictScan = 32
+
+// evictLocked makes room in a full shard. It looks at up to evictScan
+// buckets (map order is random), forgets those that are full again (they
+// hold no state worth keeping) and, if none was, the least recently updated
+// of those it saw, preferring one that is not blocked.
 func (l *failureLimiter) evictLocked(s *failureShard, now time.Time) {
+	var oldest, oldestBlocked string
+	var oldestAt, oldestBlockedAt time.Time
+	freed, seen := false, 0
 	for addr, b := range s.buckets {
+		if seen++; seen > evictScan {
+			break
+		}
 		l.refill(b, now)
-		if b.tokens >= l.limit {
+		switch {
+		case b.tokens >= l.limit:
 			delete(s.buckets, addr)
+			freed = true
+		case b.blocked && (oldestBlocked == "" || b.updated.Before(oldestBlockedAt)):
+			oldestBlocked, oldestBlockedAt = addr, b.updated
+		case !b.blocked && (oldest == "" || b.updated.Before(oldestAt)):
+			oldest, oldestAt = addr, b.updated
 		}
 	}
-	if len(s.buckets) < l.maxAddr {
-		return
-	}
-	for addr, b := range s.buckets {
-		if !b.blocked {
-			delete(s.buckets, addr)
-			return
-		}
-	}
-	for addr := range s.buckets { // every address is blocked: keep the newest
+	switch {
+	case freed:
+	case oldest != "":
+		delete(s.buckets, oldest)
+	case oldestBlocked != "":
 		l.blocked.Add(-1)
-		delete(s.buckets, addr)
-		return
+		delete(s.buckets, oldestBlocked)
 	}
+}
+
+// limitKey is the address a budget belongs to: an IPv4 address, or the /64
+// of an IPv6 address (one subscriber usually holds a whole /64 and could
+// otherwise rotate through it).
+func limitKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || !ip.Is6() || ip.Is4In6() {
+		return addr
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return addr
+	}
+	return p.String()
 }

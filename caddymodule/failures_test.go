@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -66,5 +67,47 @@ func TestNilLimiterIsOff(t *testing.T) {
 	l.fail("x")
 	if _, blocked := l.retryAfter(httptest.NewRequest("GET", "/", nil)); blocked {
 		t.Fatal("nil limiter blocks")
+	}
+}
+
+func TestFailureLimiterKeysIPv6By64(t *testing.T) {
+	l := newFailureLimiter(2, time.Minute)
+	l.fail("2001:db8:1:2::1")
+	l.fail("2001:db8:1:2:ffff::9")
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "[2001:db8:1:2:abcd::7]:443"
+	if _, blocked := l.retryAfter(r); !blocked {
+		t.Fatal("rotating addresses inside one /64 dodged the limit")
+	}
+	r.RemoteAddr = "[2001:db8:1:3::1]:443"
+	if _, blocked := l.retryAfter(r); blocked {
+		t.Fatal("the next /64 is blocked too")
+	}
+	if limitKey("192.0.2.7") != "192.0.2.7" || limitKey("::ffff:192.0.2.7") != "::ffff:192.0.2.7" {
+		t.Fatal("IPv4 addresses must keep their own budget")
+	}
+}
+
+func TestFailureLimiterEvictsBoundedWork(t *testing.T) {
+	l := newFailureLimiter(1, time.Hour)
+	l.maxAddr = 100
+	// Fill every shard with blocked addresses, then keep adding: the shard
+	// stays bounded and the blocked count stays consistent.
+	for i := range 20_000 {
+		l.fail("198.51." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256))
+	}
+	blocked := 0
+	for i := range l.shards {
+		if n := len(l.shards[i].buckets); n > l.maxAddr {
+			t.Fatalf("shard holds %d addresses", n)
+		}
+		for _, b := range l.shards[i].buckets {
+			if b.blocked {
+				blocked++
+			}
+		}
+	}
+	if int64(blocked) != l.blocked.Load() {
+		t.Fatalf("blocked count %d, buckets say %d", l.blocked.Load(), blocked)
 	}
 }
