@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -309,7 +310,8 @@ func credential(hd http.Header) (string, credStatus) {
 // stripForged removes every header an upstream could take for identity
 // the gateway vouches for: X-Spk-* in any spelling, method overrides, and
 // the same names listed in Connection (which would make a proxy drop the
-// real ones). It also drops a _method query parameter.
+// real ones). It also drops every query parameter an upstream could read
+// as _method (see dropMethodParams).
 func stripForged(r *http.Request) {
 	for name := range r.Header {
 		if isSpkHeader(name) || isMethodOverride(name) {
@@ -319,13 +321,72 @@ func stripForged(r *http.Request) {
 	if conn := r.Header["Connection"]; len(conn) > 0 {
 		stripConnectionTokens(r.Header, conn)
 	}
-	if strings.Contains(r.URL.RawQuery, "_method") {
-		q := r.URL.Query()
-		if _, ok := q["_method"]; ok {
-			q.Del("_method")
-			r.URL.RawQuery = q.Encode()
+	if r.URL.RawQuery != "" {
+		if q, changed := dropMethodParams(r.URL.RawQuery); changed {
+			r.URL.RawQuery = q
 		}
 	}
+}
+
+// dropMethodParams removes from a raw query every parameter whose name a
+// framework could read as _method: compared after percent-decoding, in any
+// letter case, with PHP's folding of a leading space, "." and " " to "_"
+// and its "name[...]" arrays, and with ";" as a separator as well as "&"
+// (older Rack and CGI libraries split on both). The other parameters are
+// kept byte for byte, in order. It allocates only when it removes one.
+func dropMethodParams(raw string) (string, bool) {
+	var b []byte
+	start, kept := 0, 0 // kept: parameters written to b
+	for i := 0; i <= len(raw); i++ {
+		if i < len(raw) && raw[i] != '&' && raw[i] != ';' {
+			continue
+		}
+		param := raw[start:i]
+		if isMethodParam(param) {
+			if b == nil {
+				b = make([]byte, 0, len(raw))
+				b = append(b, raw[:max(start-1, 0)]...)
+				kept = strings.Count(raw[:start], "&") + strings.Count(raw[:start], ";")
+			}
+		} else if b != nil {
+			if kept > 0 {
+				b = append(b, raw[start-1])
+			}
+			b = append(b, param...)
+			kept++
+		}
+		start = i + 1
+	}
+	if b == nil {
+		return raw, false
+	}
+	return string(b), true
+}
+
+// isMethodParam reports whether a raw query parameter ("name=value") is a
+// _method parameter in any spelling an upstream framework could accept.
+func isMethodParam(param string) bool {
+	name, _, _ := strings.Cut(param, "=")
+	if len(name) < len("method") {
+		return false
+	}
+	if strings.ContainsAny(name, "%+") {
+		if d, err := url.QueryUnescape(name); err == nil {
+			name = d
+		}
+	}
+	name = strings.TrimLeft(name, " ")
+	if i := strings.IndexByte(name, '['); i >= 0 {
+		name = name[:i]
+	}
+	if len(name) != len("_method") {
+		return false
+	}
+	switch name[0] {
+	case '_', '.', ' ':
+		return strings.EqualFold(name[1:], "method")
+	}
+	return false
 }
 
 // sameName compares a header name with a lower-case, dash-separated name,
