@@ -410,7 +410,7 @@ func sameName(name, lower string) bool {
 }
 
 func isSpkHeader(name string) bool {
-	return len(name) > 6 && sameName(name[:6], "x-spk-")
+	return len(name) >= 6 && sameName(name[:6], "x-spk-")
 }
 
 func isMethodOverride(name string) bool {
