@@ -129,11 +129,17 @@ func withCLIManager(c *cobra.Command, f func(context.Context, *keys.Manager) (an
 	if err != nil {
 		return err
 	}
+	switch o := opener.(type) {
+	case *SQLiteStorage:
+		fmt.Fprintf(os.Stderr, "key store: sqlite %s\n", o.Path)
+	case *PostgresStorage:
+		fmt.Fprintln(os.Stderr, "key store: postgres (DSN from the config)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := opener.OpenStore(ctx)
 	if err != nil {
-		return fmt.Errorf("opening key store: %v", err)
+		return fmt.Errorf("opening key store: %w", err)
 	}
 	defer st.Close()
 	out, err := f(ctx, &keys.Manager{Store: st})
@@ -159,7 +165,7 @@ func storeFromConfig(configFile, adapter string) (StoreOpener, error) {
 	}
 	if len(cfgJSON) > 0 {
 		if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
-			return nil, fmt.Errorf("reading config: %v", err)
+			return nil, fmt.Errorf("reading config: %w", err)
 		}
 	}
 	app := cfg.Apps.Spk
@@ -173,7 +179,7 @@ func storeFromConfig(configFile, adapter string) (StoreOpener, error) {
 	defer cancel()
 	mod, err := ctx.LoadModule(app, "StorageRaw")
 	if err != nil {
-		return nil, fmt.Errorf("loading storage module: %v", err)
+		return nil, fmt.Errorf("loading storage module: %w", err)
 	}
 	return mod.(StoreOpener), nil
 }
