@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -218,6 +219,9 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 
 	stripForged(r)
+	if len(r.Trailer) > 0 {
+		filterTrailers(r, h.hide)
+	}
 	r.Header[hdrAccount] = e.AccountValues
 	r.Header[hdrKeyID] = e.KeyValues
 	r.Header[hdrScopes] = e.ScopesValues
@@ -326,6 +330,42 @@ func stripForged(r *http.Request) {
 			r.URL.RawQuery = q
 		}
 	}
+}
+
+// filterTrailers keeps forged identity headers, method overrides and
+// (with hide) credentials out of the trailers a client declared. Caddy's
+// reverse_proxy forwards request trailers, and net/http fills in their
+// values only when the body has been read to its end, so they are removed
+// now and again at the end of the body, before the proxy copies them.
+func filterTrailers(r *http.Request, hide bool) {
+	stripTrailer(r.Trailer, hide)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &trailerFilter{ReadCloser: r.Body, trailer: r.Trailer, hide: hide}
+	}
+}
+
+func stripTrailer(hd http.Header, hide bool) {
+	for name := range hd {
+		if isSpkHeader(name) || isMethodOverride(name) ||
+			(hide && (sameName(name, "authorization") || sameName(name, "x-api-key"))) {
+			delete(hd, name)
+		}
+	}
+}
+
+// trailerFilter strips the trailers when the body it wraps ends.
+type trailerFilter struct {
+	io.ReadCloser
+	trailer http.Header
+	hide    bool
+}
+
+func (f *trailerFilter) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if err == io.EOF {
+		stripTrailer(f.trailer, f.hide)
+	}
+	return n, err
 }
 
 // dropMethodParams removes from a raw query every parameter whose name a
