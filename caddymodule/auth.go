@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
 	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
 	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
 )
@@ -179,6 +180,10 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		delete(r.Header, hdrAuthorization)
 		delete(r.Header, hdrAPIKey)
 	}
+	if urlHasKey(r.URL) {
+		// Refused without logging the path: it holds the key.
+		return respKeyInURL.write(w)
+	}
 	switch cred {
 	case credMissing:
 		return h.refuse(w, r, &respMissing)
@@ -309,6 +314,36 @@ func credential(hd http.Header) (string, credStatus) {
 		return bearer, credOK
 	}
 	return "", credMissing
+}
+
+// urlHasKey reports whether the request's path or query holds a valid key
+// (decoded or not). Access logs, proxies and browser histories keep URLs,
+// so such a request is refused rather than forwarded: the gateway never
+// hands a key on, whoever's it is.
+func urlHasKey(u *url.URL) bool {
+	if hasKey(u.Path) || hasKey(u.RawQuery) {
+		return true
+	}
+	if strings.IndexByte(u.RawQuery, '%') >= 0 {
+		if q, err := url.QueryUnescape(u.RawQuery); err == nil {
+			return hasKey(q)
+		}
+	}
+	return false
+}
+
+// hasKey reports whether s contains a valid key. It does not allocate.
+func hasKey(s string) bool {
+	for {
+		i := strings.Index(s, apikey.Prefix)
+		if i < 0 || len(s)-i < apikey.Len {
+			return false
+		}
+		if apikey.Check(s[i:i+apikey.Len]) == nil {
+			return true
+		}
+		s = s[i+len(apikey.Prefix):]
+	}
 }
 
 // stripForged removes every header an upstream could take for identity

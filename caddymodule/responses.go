@@ -66,6 +66,8 @@ var (
 		errorBody{"unauthorized", "an API key is required: send Authorization: Bearer spk_... or X-API-Key: spk_..."})
 	respInvalid = newResponse(http.StatusUnauthorized, "invalid key", `Bearer realm="spk", error="invalid_token"`,
 		errorBody{"unauthorized", "the API key is invalid, expired or revoked"})
+	respKeyInURL = newResponse(http.StatusBadRequest, "api key in the url", "",
+		errorBody{"bad_request", "an API key must not appear in the URL, where logs keep it: send it in the Authorization or X-API-Key header"})
 	respBadPath = newResponse(http.StatusBadRequest, "bad path", "",
 		errorBody{"bad_request", scope.ErrBadPath.Error()})
 	respUnavailable = newResponse(http.StatusServiceUnavailable, "store unavailable", "",
