@@ -47,7 +47,7 @@ func testNoSecrets(t *testing.T, dsn string) {
 		storage = "storage postgres " + dsn
 	}
 	g := startSecGateway(t, secOptions{
-		global: "debug\nlog {\noutput file " + debugLog + "\nlevel DEBUG\n" + readmeLogFilter + "\n}",
+		global:  "debug\nlog {\noutput file " + debugLog + "\nlevel DEBUG\n" + readmeLogFilter + "\n}",
 		storage: storage,
 		site: "log {\noutput file " + accessLog + "\n" + readmeLogFilter + "\n}\n" +
 			"handle /v1/incidents/down* {\nreverse_proxy 127.0.0.1:" + fmt.Sprint(closedPort(t)) + "\n}",
