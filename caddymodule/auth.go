@@ -143,6 +143,9 @@ func (h *Auth) rules() ([]scope.Rule, error) {
 			return nil, fmt.Errorf("policy base path %q must be a path starting with /", base)
 		}
 		rules = scope.StatusPage(base)
+		if _, err := scope.Compile(rules); err != nil {
+			return nil, fmt.Errorf("policy base path %q must be a plain path: no empty or dot segments, %%, \\, ? or #", base)
+		}
 	default:
 		return nil, fmt.Errorf("unknown policy %q (known: statuspage)", h.Policy)
 	}

@@ -159,8 +159,8 @@ func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Policy = d.Val()
 			if d.NextArg() {
 				h.BasePath = d.Val()
-				if !strings.HasPrefix(h.BasePath, "/") || strings.Contains(h.BasePath, "*") {
-					return d.Errf("policy base path %q must be a path starting with /", h.BasePath)
+				if _, err := h.rules(); err != nil {
+					return d.Errf("%v", err)
 				}
 			}
 			if d.NextArg() {

@@ -80,6 +80,7 @@ func TestBadCaddyfile(t *testing.T) {
 		{"bad duration", "{\n\tspk {\n\t\tcache_ttl soon\n\t}\n}\n", "cache_ttl:", "Caddyfile:3"},
 		{"no plans", "{\n\tspk {\n\t\tapi_plans\n\t}\n}\n", "api_plans needs at least one plan", "Caddyfile:3"},
 		{"unknown policy", ":80 {\n\tspk_auth {\n\t\tpolicy github\n\t}\n}\n", `unknown policy "github"`, "Caddyfile:3"},
+		{"policy base path with an empty segment", ":80 {\n\tspk_auth {\n\t\tpolicy statuspage /api//v1\n\t}\n}\n", `policy base path "/api//v1" must be a plain path`, "Caddyfile:3"},
 		{"unknown scope", ":80 {\n\tspk_auth {\n\t\tscope monitors:admin GET /v1/x\n\t}\n}\n", `scope: (monitors:admin GET /v1/x): unknown scope "monitors:admin"`, "Caddyfile:3"},
 		{"lower-case method", ":80 {\n\tspk_auth {\n\t\tscope * get /v1/x\n\t}\n}\n", `scope: (* get /v1/x): method "get"`, "Caddyfile:3"},
 		{"short scope line", ":80 {\n\tspk_auth {\n\t\tscope monitors:read /v1/x\n\t}\n}\n", "scope needs three arguments", "Caddyfile:3"},
