@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -156,6 +157,18 @@ func (a *App) Validate() error {
 		return fmt.Errorf("cache_ttl must be between 0 and %s", keycache.MaxTTL)
 	case time.Duration(a.NegativeCacheTTL) < 0 || time.Duration(a.NegativeCacheTTL) > keycache.MaxNegativeTTL:
 		return fmt.Errorf("negative_cache_ttl must be between 0 and %s", keycache.MaxNegativeTTL)
+	}
+	return checkPlans(a.APIPlans)
+}
+
+// checkPlans refuses an empty plan name: an account whose plan was never
+// recorded has the plan "", so listing "" (say, from an unset environment
+// variable) would give every such account API access.
+func checkPlans(plans []string) error {
+	for _, p := range plans {
+		if strings.TrimSpace(p) == "" {
+			return fmt.Errorf("api_plans: a plan name must not be empty (an account without a recorded plan has the empty plan)")
+		}
 	}
 	return nil
 }

@@ -100,6 +100,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(a.APIPlans) == 0 {
 				return d.Errf("api_plans needs at least one plan")
 			}
+			if err := checkPlans(a.APIPlans); err != nil {
+				return d.Err(err.Error())
+			}
 		default:
 			return d.Errf("unrecognized subdirective %s", d.Val())
 		}

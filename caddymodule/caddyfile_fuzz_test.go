@@ -94,5 +94,10 @@ func FuzzAppCaddyfile(f *testing.F) {
 		if err := back.Validate(); err != nil {
 			t.Fatalf("%q accepted as %s, but Validate: %v", input, b, err)
 		}
+		for _, p := range back.APIPlans {
+			if p == "" {
+				t.Fatalf("%q: the empty plan accepted", input)
+			}
+		}
 	})
 }

@@ -79,6 +79,7 @@ func TestBadCaddyfile(t *testing.T) {
 		{"negative ttl too long", "{\n\tspk {\n\t\tnegative_cache_ttl 11s\n\t}\n}\n", "negative_cache_ttl 11s out of range", "Caddyfile:3"},
 		{"bad duration", "{\n\tspk {\n\t\tcache_ttl soon\n\t}\n}\n", "cache_ttl:", "Caddyfile:3"},
 		{"no plans", "{\n\tspk {\n\t\tapi_plans\n\t}\n}\n", "api_plans needs at least one plan", "Caddyfile:3"},
+		{"empty plan", "{\n\tspk {\n\t\tapi_plans pro \"{$SPK_TEST_UNSET_PLAN}\"\n\t}\n}\n", "a plan name must not be empty", "Caddyfile:3"},
 		{"unknown policy", ":80 {\n\tspk_auth {\n\t\tpolicy github\n\t}\n}\n", `unknown policy "github"`, "Caddyfile:3"},
 		{"policy base path with an empty segment", ":80 {\n\tspk_auth {\n\t\tpolicy statuspage /api//v1\n\t}\n}\n", `policy base path "/api//v1" must be a plain path`, "Caddyfile:3"},
 		{"unknown scope", ":80 {\n\tspk_auth {\n\t\tscope monitors:admin GET /v1/x\n\t}\n}\n", `scope: (monitors:admin GET /v1/x): unknown scope "monitors:admin"`, "Caddyfile:3"},
