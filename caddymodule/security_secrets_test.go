@@ -18,18 +18,19 @@ import (
 	"github.com/spkgate/spkgate/internal/pgtest"
 )
 
-// readmeLogFilter is the log filter README.md tells operators to use: on
-// the access log of a site with spk_auth, and on Caddy's default log,
-// where the error log writes the request's headers as they arrived
-// (Caddy redacts Authorization there, not X-Api-Key).
+// readmeLogFilter is the log filter README.md (Keys, "Logs") and
+// Caddyfile.example tell operators to put on Caddy's default log and on
+// every site's own log: Caddy writes a copy of the request taken before
+// any handler runs with every handler error and in access logs, and
+// redacts Authorization there, not X-Api-Key.
 const readmeLogFilter = `format filter {
+	wrap json
 	request>headers>X-Api-Key delete
 	request>uri regexp spk_[0-9A-Za-z]{36} spk_REDACTED
 }`
 
 // TestSecurityNoSecretsAtRestOrInLogs runs a Caddy that logs at debug
-// level to a file (with the README's filter) and writes an access log
-// with the README's filter, drives a representative mix of requests with
+// level to a file and writes an access log, both with the README's filter, drives a representative mix of requests with
 // several keys (valid, scoped, revoked, expired, unknown, malformed, keys
 // in URLs, an upstream that is down), and then reads every log line,
 // /metrics, the database files or tables: no key secret, nor its random
