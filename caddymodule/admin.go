@@ -16,6 +16,7 @@ func init() {
 //
 //	POST   /spk/accounts/{account}/keys   {"name","scopes","expires_at"?} → 201, the key once
 //	GET    /spk/accounts/{account}/keys   → {"keys":[...]}
+//	DELETE /spk/accounts/{account}/keys   → {"revoked":n}, every key of the account in one transaction
 //	DELETE /spk/keys/{id}                 → 204
 //	PUT    /spk/accounts/{account}/plan   {"plan":"pro"} → 204
 //	GET    /spk/accounts/{account}/plan   → {"plan":"pro"}
@@ -57,6 +58,14 @@ func (a *adminAPI) Provision(caddy.Context) error {
 			return
 		}
 		keys.WriteJSON(w, http.StatusOK, keys.ListResponse{Keys: ks})
+	}))
+	a.mux.HandleFunc("DELETE /spk/accounts/{account}/keys", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
+		n, err := m.RevokeAccount(r.Context(), r.PathValue("account"))
+		if err != nil {
+			keys.WriteError(w, err)
+			return
+		}
+		keys.WriteJSON(w, http.StatusOK, keys.RevokedResponse{Revoked: n})
 	}))
 	a.mux.HandleFunc("DELETE /spk/keys/{id}", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
 		if _, err := m.Revoke(r.Context(), "", r.PathValue("id")); err != nil {

@@ -112,6 +112,39 @@ type Change struct {
 	At        time.Time
 }
 
+// Notifier is implemented by a Store that pushes its changes to every
+// instance as they commit (PostgreSQL: LISTEN/NOTIFY on a connection of its
+// own), so that a cache learns of a revocation made elsewhere within
+// milliseconds rather than at its next read of the change log.
+//
+// The change log stays the authority: a notification is a hint that
+// carries the change's sequence number, kind and account and nothing
+// derived from a key, and a session that ends may have lost notifications.
+type Notifier interface {
+	// Listen opens a dedicated connection, listens, and calls l's methods
+	// from a single goroutine until ctx ends (it then returns ctx.Err()) or
+	// the connection fails or stops answering its heartbeat (an error
+	// matching ErrUnavailable). It does not reconnect: the caller does, and
+	// treats every new session as having missed whatever committed while no
+	// session listened.
+	Listen(ctx context.Context, l ChangeListener) error
+}
+
+// ChangeListener receives what a Notifier pushes during one session.
+type ChangeListener interface {
+	// Listening is called once, when the session listens: every change
+	// that commits from then on reaches Notified.
+	Listening()
+	// Notified is called for each change as its transaction commits, in
+	// commit order. Only Seq, Kind and AccountID are set, and AccountID is
+	// empty when the notification could not carry it: then the change log
+	// says what the change was.
+	Notified(Change)
+	// Alive is called after each answered heartbeat: every change that
+	// committed before t has already been passed to Notified.
+	Alive(t time.Time)
+}
+
 // Store is the persistence of keys and account plans. Every method that
 // reads or changes an account's keys takes the account id and matches on it,
 // so that one account can never see or touch another's keys.
@@ -136,6 +169,11 @@ type Store interface {
 	// revoked (another's is ErrNotFound). Revoking a revoked key is
 	// ErrNotFound. It returns the revoked key's hash, for cache invalidation.
 	RevokeKey(ctx context.Context, accountID, keyID string) (Key, Hash, error)
+	// RevokeAccountKeys revokes every active key of the account in one
+	// transaction, recording a ChangeRevoked for each key in that
+	// transaction too, and returns how many keys it revoked (0 if the
+	// account has none). Either all of them are revoked or none is.
+	RevokeAccountKeys(ctx context.Context, accountID string) (int, error)
 	// SetPlan records the account's plan (creating the account row if needed)
 	// and, if it changed, records a ChangePlan in the same transaction.
 	// It reports whether the plan changed.

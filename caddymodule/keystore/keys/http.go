@@ -19,6 +19,12 @@ type ListResponse struct {
 	Keys []keystore.Key `json:"keys"`
 }
 
+// RevokedResponse answers the revocation of all of an account's keys.
+type RevokedResponse struct {
+	// Revoked is how many keys were revoked.
+	Revoked int `json:"revoked"`
+}
+
 // PlanRequest is the body that sets an account's plan.
 type PlanRequest struct {
 	// Plan is the plan's name, e.g. "pro".

@@ -190,6 +190,24 @@ func (m *Manager) Revoke(ctx context.Context, accountID, keyID string) (keystore
 	return k, nil
 }
 
+// RevokeAccount revokes every active key of the account in one
+// transaction (an account that was compromised or closed) and returns how
+// many it revoked. The local cache forgets them at once; other instances
+// learn of it as of any other revocation.
+func (m *Manager) RevokeAccount(ctx context.Context, accountID string) (int, error) {
+	if err := ValidateAccount(accountID); err != nil {
+		return 0, err
+	}
+	n, err := m.Store.RevokeAccountKeys(ctx, accountID)
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 && m.Cache != nil {
+		m.Cache.InvalidateAccount(accountID)
+	}
+	return n, nil
+}
+
 // SetPlan records the account's plan. The local cache re-reads the
 // account's keys on their next use.
 func (m *Manager) SetPlan(ctx context.Context, accountID, plan string) error {

@@ -47,6 +47,9 @@ const (
 	QueryTimeout = 2 * time.Second
 	// WriteTimeout bounds a write whose context has no deadline.
 	WriteTimeout = 5 * time.Second
+	// BulkWriteTimeout bounds a write of many rows (RevokeAccountKeys)
+	// whose context has no deadline.
+	BulkWriteTimeout = 30 * time.Second
 	// MigrateTimeout bounds Open's migrations (including the wait for
 	// another instance's) when its context has no deadline.
 	MigrateTimeout = 2 * time.Minute

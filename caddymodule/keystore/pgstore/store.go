@@ -226,6 +226,63 @@ func (s *Store) RevokeKey(ctx context.Context, accountID, keyID string) (keystor
 	return k, h, nil
 }
 
+// RevokeAccountKeys revokes every active key of the account and records a
+// ChangeRevoked for each, all in one transaction, and returns how many keys
+// it revoked. The rows are locked in id order before the change log's
+// advisory lock is taken, as TouchKeys and RevokeKey lock them, so that
+// none of them can deadlock with another.
+func (s *Store) RevokeAccountKeys(ctx context.Context, accountID string) (int, error) {
+	const op = "revoke account keys"
+	if accountID == "" {
+		return 0, invalid(op, "empty account id")
+	}
+	if err := s.closedErr(op); err != nil {
+		return 0, err
+	}
+	ctx, cancel := withTimeout(ctx, BulkWriteTimeout)
+	defer cancel()
+	now := micro(time.Now())
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		n = 0
+		rows, err := tx.Query(ctx, `UPDATE api_keys k SET revoked_at = $2
+			FROM (SELECT id FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL
+				ORDER BY id FOR UPDATE) AS l
+			WHERE k.id = l.id AND k.revoked_at IS NULL
+			RETURNING k.key_hash`, accountID, now)
+		if err != nil {
+			return err
+		}
+		hashes, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([]byte, error) {
+			var raw []byte
+			if err := row.Scan(&raw); err != nil {
+				return nil, err
+			}
+			if _, err := toHash(raw); err != nil {
+				return nil, err
+			}
+			return raw, nil
+		})
+		if err != nil || len(hashes) == 0 {
+			return err
+		}
+		b := &pgx.Batch{}
+		b.Queue(`SELECT pg_advisory_xact_lock($1)`, changesLockKey)
+		b.Queue(`INSERT INTO changes (kind, account_id, key_hash, at)
+			SELECT $1, $2, u.h, $4 FROM unnest($3::bytea[]) WITH ORDINALITY AS u(h, i) ORDER BY u.i`,
+			string(keystore.ChangeRevoked), accountID, hashes, now)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		n = len(hashes)
+		return nil
+	})
+	if err != nil {
+		return 0, s.errorf(op, err)
+	}
+	return n, nil
+}
+
 // SetPlan records the account's plan and, if it differs from the recorded
 // one (an account without a record has plan ""), records a ChangePlan in
 // the same transaction. Calling it with an unchanged plan writes nothing.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -280,6 +281,64 @@ func (s *Store) RevokeKey(ctx context.Context, accountID, keyID string) (keystor
 		return keystore.Key{}, keystore.Hash{}, s.errorf(op, err)
 	}
 	return k, h, nil
+}
+
+// RevokeAccountKeys revokes every active key of the account and records a
+// ChangeRevoked for each, all in one transaction, and returns how many keys
+// it revoked.
+func (s *Store) RevokeAccountKeys(ctx context.Context, accountID string) (int, error) {
+	const op = "revoke account keys"
+	if accountID == "" {
+		return 0, invalid(op, "empty account id")
+	}
+	if err := s.closedErr(op); err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	var n int
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, `UPDATE api_keys SET revoked_at = ?1
+			WHERE account_id = ?2 AND revoked_at IS NULL
+			RETURNING key_hash`, formatTime(now), accountID)
+		if err != nil {
+			return err
+		}
+		var hashes []keystore.Hash
+		for rows.Next() {
+			var raw []byte
+			if err := rows.Scan(&raw); err != nil {
+				rows.Close()
+				return err
+			}
+			h, err := toHash(raw)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			hashes = append(hashes, h)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO changes (kind, account_id, key_hash, at) VALUES (?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		at := formatTime(now)
+		for _, h := range hashes {
+			if _, err := stmt.ExecContext(ctx, string(keystore.ChangeRevoked), accountID, h[:], at); err != nil {
+				return err
+			}
+		}
+		n = len(hashes)
+		return nil
+	})
+	if err != nil {
+		return 0, s.errorf(op, err)
+	}
+	return n, nil
 }
 
 // SetPlan records the account's plan and, if it differs from the recorded

@@ -43,6 +43,8 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"Conflict", testConflict},
 		{"Revoke", testRevoke},
 		{"RevokeConcurrent", testRevokeConcurrent},
+		{"RevokeAccountKeys", testRevokeAccountKeys},
+		{"RevokeAccountKeysConcurrent", testRevokeAccountKeysConcurrent},
 		{"Expiry", testExpiry},
 		{"CredentialUsable", testCredentialUsable},
 		{"Plan", testPlan},
@@ -552,6 +554,145 @@ func testRevokeConcurrent(t *testing.T, s keystore.Store) {
 	}
 }
 
+// testRevokeAccountKeys: every active key of the account is revoked, with
+// one ChangeRevoked per key, and nothing of another account.
+func testRevokeAccountKeys(t *testing.T, s keystore.Store) {
+	ctx := ctxFor(t)
+	acct, other := newAccount(), newAccount()
+	const n = 250
+	active := map[keystore.Hash]string{}
+	for range n {
+		nk := NewKey(acct)
+		create(t, s, nk)
+		active[nk.Hash] = nk.ID
+	}
+	gone := NewKey(acct)
+	create(t, s, gone)
+	if _, _, err := s.RevokeKey(ctx, acct, gone.ID); err != nil {
+		t.Fatalf("RevokeKey: %v", err)
+	}
+	kept := NewKey(other)
+	create(t, s, kept)
+	after, err := s.LastChange(ctx)
+	if err != nil {
+		t.Fatalf("LastChange: %v", err)
+	}
+
+	got, err := s.RevokeAccountKeys(ctx, acct)
+	if err != nil {
+		t.Fatalf("RevokeAccountKeys: %v", err)
+	}
+	if got != n {
+		t.Errorf("RevokeAccountKeys = %d, want %d (the already revoked key does not count)", got, n)
+	}
+	for h := range active {
+		cred, err := s.LookupKey(ctx, h)
+		if err != nil {
+			t.Fatalf("LookupKey: %v", err)
+		}
+		if cred.Key.RevokedAt == nil || cred.Usable(time.Now()) {
+			t.Fatalf("key %s still usable after RevokeAccountKeys", cred.Key.ID)
+		}
+	}
+	if list, err := s.ListKeys(ctx, acct); err != nil || len(list) != 0 {
+		t.Errorf("ListKeys after RevokeAccountKeys = %d keys, %v; want none", len(list), err)
+	}
+	if cred, err := s.LookupKey(ctx, kept.Hash); err != nil || cred.Key.RevokedAt != nil {
+		t.Errorf("another account's key: %v, revoked %v", err, cred.Key.RevokedAt)
+	}
+
+	cs, err := s.Changes(ctx, after, 2*n)
+	if err != nil {
+		t.Fatalf("Changes: %v", err)
+	}
+	if len(cs) != n {
+		t.Fatalf("RevokeAccountKeys recorded %d changes, want %d", len(cs), n)
+	}
+	for _, c := range cs {
+		if _, ok := active[c.Hash]; !ok || c.Kind != keystore.ChangeRevoked || c.AccountID != acct {
+			t.Fatalf("change {%s %q}: want a revocation of one of the account's active keys", c.Kind, c.AccountID)
+		}
+		delete(active, c.Hash)
+	}
+
+	// Nothing left to revoke: nothing revoked, nothing recorded.
+	last, _ := s.LastChange(ctx)
+	if got, err := s.RevokeAccountKeys(ctx, acct); err != nil || got != 0 {
+		t.Errorf("second RevokeAccountKeys = %d, %v; want 0, nil", got, err)
+	}
+	if got, err := s.RevokeAccountKeys(ctx, newAccount()); err != nil || got != 0 {
+		t.Errorf("RevokeAccountKeys(unknown account) = %d, %v; want 0, nil", got, err)
+	}
+	if now, _ := s.LastChange(ctx); now != last {
+		t.Errorf("revoking nothing recorded changes (%d -> %d)", last, now)
+	}
+	if _, err := s.RevokeAccountKeys(ctx, ""); err == nil || errors.Is(err, keystore.ErrUnavailable) {
+		t.Errorf("RevokeAccountKeys(\"\") = %v, want a validation error", err)
+	}
+}
+
+// testRevokeAccountKeysConcurrent: single revocations, last-used writes and
+// a bulk revocation of the same keys at once neither deadlock nor revoke a
+// key twice.
+func testRevokeAccountKeysConcurrent(t *testing.T, s keystore.Store) {
+	ctx := ctxFor(t)
+	acct := newAccount()
+	const n = 40
+	ids := make([]string, n)
+	for i := range ids {
+		nk := NewKey(acct)
+		create(t, s, nk)
+		ids[i] = nk.ID
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []error
+	fail := func(err error) {
+		mu.Lock()
+		failures = append(failures, err)
+		mu.Unlock()
+	}
+	wg.Go(func() {
+		if _, err := s.RevokeAccountKeys(ctx, acct); err != nil {
+			fail(fmt.Errorf("RevokeAccountKeys: %w", err))
+		}
+	})
+	wg.Go(func() {
+		used := map[string]time.Time{}
+		for _, id := range ids {
+			used[id] = time.Now()
+		}
+		if err := s.TouchKeys(ctx, used); err != nil {
+			fail(fmt.Errorf("TouchKeys: %w", err))
+		}
+	})
+	for i := len(ids) - 1; i >= 0; i-- {
+		wg.Go(func() {
+			if _, _, err := s.RevokeKey(ctx, acct, ids[i]); err != nil && !errors.Is(err, keystore.ErrNotFound) {
+				fail(fmt.Errorf("RevokeKey: %w", err))
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range failures {
+		t.Error(err)
+	}
+	perKey := map[keystore.Hash]int{}
+	for _, c := range changesOf(t, s) {
+		if c.Kind == keystore.ChangeRevoked {
+			perKey[c.Hash]++
+		}
+	}
+	if len(perKey) != n {
+		t.Errorf("%d keys have a revocation recorded, want %d", len(perKey), n)
+	}
+	for _, count := range perKey {
+		if count != 1 {
+			t.Fatalf("a key's revocation was recorded %d times", count)
+		}
+	}
+}
+
 func testExpiry(t *testing.T, s keystore.Store) {
 	ctx := ctxFor(t)
 	acct := newAccount()
@@ -998,6 +1139,10 @@ func testClosed(t *testing.T, s keystore.Store) {
 		"ListKeys":  func() error { _, err := s.ListKeys(ctx, acct); return err },
 		"GetKey":    func() error { _, err := s.GetKey(ctx, acct, nk.ID); return err },
 		"RevokeKey": func() error { _, _, err := s.RevokeKey(ctx, acct, nk.ID); return err },
+		"RevokeAccountKeys": func() error {
+			_, err := s.RevokeAccountKeys(ctx, acct)
+			return err
+		},
 		"SetPlan":   func() error { _, err := s.SetPlan(ctx, acct, "pro"); return err },
 		"GetPlan":   func() error { _, err := s.GetPlan(ctx, acct); return err },
 		"TouchKeys": func() error { return s.TouchKeys(ctx, map[string]time.Time{nk.ID: time.Now()}) },
