@@ -383,6 +383,7 @@ func TestSecurityAuthenticationBypass(t *testing.T) {
 			if status != 400 && status != 401 && status != 431 {
 				t.Fatalf("status %d, want 400, 401 or 431; body %q", status, body)
 			}
+			t.Logf("status %d", status)
 			if g.rec.count.Load() != fwd {
 				t.Fatal("the request reached the upstream")
 			}
@@ -548,7 +549,7 @@ func testIdenticalRefusals(t *testing.T, storage string) {
 	// of a shared 2-core machine (interleaving spreads it over every
 	// class) adds a few hundredths: equal paths measure 0.03-0.10 here.
 	// A gross difference, a store lookup on one path and not on the
-	// other, measures 0.6-1 (the "malformed" control below: refused before
+	// other, measures 0.6-0.8 (the "malformed" control below: refused before
 	// any lookup, against unknown keys, each looked up once). Between
 	// the two sits a small real difference that this test reports but
 	// does not fail on: on a key's first use the store finds a row for a
