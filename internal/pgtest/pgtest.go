@@ -96,6 +96,13 @@ var (
 // pgtest started, and exits with the tests' exit code. Call it from
 // TestMain.
 func Main(m *testing.M) {
+	os.Exit(Run(m))
+}
+
+// Run is Main without the exit: it runs the tests of m, stops and removes
+// every cluster that pgtest started, and returns the tests' exit code, for
+// a TestMain that has more to clean up.
+func Run(m *testing.M) int {
 	code := m.Run()
 	clustersMu.Lock()
 	cs := slices.Clone(clusters)
@@ -105,7 +112,7 @@ func Main(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // DSN returns a connection string to a new, empty database on the shared

@@ -68,6 +68,8 @@ var migrationFiles embed.FS
 // concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
+	// listenCfg configures the dedicated connection of Listen.
+	listenCfg *pgconn.Config
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -92,17 +94,21 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
-	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "spkgate"
+	appName, ok := cfg.ConnConfig.RuntimeParams["application_name"]
+	if !ok {
+		appName = "spkgate"
+		cfg.ConnConfig.RuntimeParams["application_name"] = appName
 	}
 	if err := migrate(ctx, cfg.ConnConfig); err != nil {
 		return nil, err
 	}
+	listenCfg := cfg.ConnConfig.Config.Copy()
+	listenCfg.RuntimeParams["application_name"] = appName + ListenerSuffix
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, (&Store{}).errorf("open", err)
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, listenCfg: listenCfg}, nil
 }
 
 // Close closes the pool, waiting for connections in use to be returned.

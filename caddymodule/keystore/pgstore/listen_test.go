@@ -1,0 +1,308 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/storetest"
+	"github.com/spkgate/spkgate/internal/pgtest"
+)
+
+// recorder is a keystore.ChangeListener that hands everything to the test.
+type recorder struct {
+	listening chan struct{}
+	changes   chan keystore.Change
+	alive     chan time.Time
+}
+
+func newRecorder() *recorder {
+	return &recorder{
+		listening: make(chan struct{}, 10),
+		changes:   make(chan keystore.Change, 20_000),
+		alive:     make(chan time.Time, 100),
+	}
+}
+
+func (r *recorder) Listening()                 { r.listening <- struct{}{} }
+func (r *recorder) Notified(ch keystore.Change) { r.changes <- ch }
+func (r *recorder) Alive(t time.Time) {
+	select {
+	case r.alive <- t:
+	default:
+	}
+}
+
+// listen starts a session and waits until it listens. The returned channel
+// yields Listen's result.
+func listen(t *testing.T, s *pgstore.Store) (*recorder, <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := newRecorder()
+	errc, done := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		errc <- s.Listen(ctx, rec)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Listen did not return after its context ended")
+		}
+	})
+	select {
+	case <-rec.listening:
+	case err := <-errc:
+		t.Fatalf("Listen: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Listen did not start listening within 10s")
+	}
+	return rec, errc
+}
+
+func next(t *testing.T, rec *recorder, within time.Duration) keystore.Change {
+	t.Helper()
+	select {
+	case ch := <-rec.changes:
+		return ch
+	case <-time.After(within):
+		t.Fatalf("no notification within %v", within)
+	}
+	return keystore.Change{}
+}
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// TestListenDeliversChangesInCommitOrder: every change reaches a listening
+// session as it commits, in the log's order, with its seq, kind and account
+// and nothing derived from the key; heartbeats report the session alive.
+func TestListenDeliversChangesInCommitOrder(t *testing.T) {
+	t.Parallel()
+	s := open(t, pgtest.DSN(t))
+	ctx := context.Background()
+	began := time.Now()
+	rec, _ := listen(t, s)
+
+	nk := storetest.NewKey("acct_n")
+	if _, err := s.CreateKey(ctx, nk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetPlan(ctx, "acct_n", "pro"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.RevokeKey(ctx, "acct_n", nk.ID); err != nil {
+		t.Fatal(err)
+	}
+	logged, err := s.Changes(ctx, 0, 10)
+	if err != nil || len(logged) != 3 {
+		t.Fatalf("Changes = %d, %v", len(logged), err)
+	}
+	for _, want := range logged {
+		got := next(t, rec, 5*time.Second)
+		if got.Seq != want.Seq || got.Kind != want.Kind || got.AccountID != want.AccountID {
+			t.Errorf("notified {%d %s %q}, logged {%d %s %q}", got.Seq, got.Kind, got.AccountID, want.Seq, want.Kind, want.AccountID)
+		}
+		if got.Hash != (keystore.Hash{}) {
+			t.Errorf("a notification carried the key's hash")
+		}
+	}
+	select {
+	case at := <-rec.alive:
+		if at.Before(began) {
+			t.Errorf("heartbeat sent at %v, before the session started", at)
+		}
+	case <-time.After(pgstore.HeartbeatInterval + pgstore.HeartbeatTimeout):
+		t.Fatal("no heartbeat answered")
+	}
+}
+
+// TestListenRolledBackChangeIsSilent: a revocation whose transaction rolls
+// back notifies nobody and leaves the key valid; the sequence number it
+// used stays unused, and the next change is still delivered.
+func TestListenRolledBackChangeIsSilent(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	s := open(t, dsn)
+	ctx := context.Background()
+	nk := storetest.NewKey("acct_rb")
+	if _, err := s.CreateKey(ctx, nk); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := listen(t, s)
+
+	conn := connect(t, dsn)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unused int64
+	if _, err := tx.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, nk.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.QueryRow(ctx, `INSERT INTO changes (kind, account_id, key_hash, at)
+		SELECT 'revoked', account_id, key_hash, now() FROM api_keys WHERE id = $1 RETURNING seq`, nk.ID).Scan(&unused); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-rec.changes:
+		t.Fatalf("a rolled-back revocation was notified: %+v", ch)
+	case <-time.After(time.Second):
+	}
+	cred, err := s.LookupKey(ctx, nk.Hash)
+	if err != nil || !cred.Usable(time.Now()) {
+		t.Fatalf("after the rollback: %v, usable %v", err, cred.Usable(time.Now()))
+	}
+
+	if _, _, err := s.RevokeKey(ctx, "acct_rb", nk.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := next(t, rec, 5*time.Second)
+	if got.Kind != keystore.ChangeRevoked || got.Seq <= unused {
+		t.Fatalf("after the rollback: notified {%d %s}, want a revocation after seq %d", got.Seq, got.Kind, unused)
+	}
+}
+
+// TestListenEndsWhenBackendTerminated: a session whose backend is killed
+// (pg_terminate_backend, a failover) ends at once with ErrUnavailable,
+// without the connection string in the error; a new session works.
+func TestListenEndsWhenBackendTerminated(t *testing.T) {
+	t.Parallel()
+	const pw = "listen-S3cret"
+	dsn := withPassword(t, pgtest.DSN(t), pw)
+	s := open(t, dsn)
+	_, errc := listen(t, s)
+
+	admin := connect(t, dsn)
+	var killed int
+	if err := admin.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'spkgate'||$1`, pgstore.ListenerSuffix).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed != 1 {
+		t.Fatalf("%d listening backends, want 1", killed)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, keystore.ErrUnavailable) {
+			t.Errorf("Listen = %v, want ErrUnavailable", err)
+		}
+		if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), dsn) {
+			t.Errorf("error %q leaks the connection string", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Listen did not end within 5s of its backend's termination")
+	}
+	rec, _ := listen(t, s)
+	if _, err := s.CreateKey(context.Background(), storetest.NewKey("acct_t")); err != nil {
+		t.Fatal(err)
+	}
+	next(t, rec, 5*time.Second)
+}
+
+// TestListenHeartbeatDetectsSilentPartition: when the network path to the
+// server fails without a word (no reset, no FIN), the unanswered heartbeat
+// ends the session within HeartbeatInterval+HeartbeatTimeout.
+func TestListenHeartbeatDetectsSilentPartition(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Shared(t)
+	proxy := pgtest.NewProxy(t, srv.Addr())
+	s := open(t, proxy.DSN(t, srv.DSN(t)))
+	rec, errc := listen(t, s)
+	select {
+	case <-rec.alive:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no heartbeat answered before the partition")
+	}
+	cut := time.Now()
+	proxy.Blackhole()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, keystore.ErrUnavailable) {
+			t.Errorf("Listen = %v, want ErrUnavailable", err)
+		}
+		d := time.Since(cut)
+		if limit := pgstore.HeartbeatInterval + pgstore.HeartbeatTimeout + time.Second; d > limit {
+			t.Errorf("the partition was noticed after %v, want at most %v", d, limit)
+		}
+		t.Logf("partition noticed after %v: %v", d.Round(time.Millisecond), err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Listen did not notice the partition within 15s")
+	}
+	proxy.Heal()
+}
+
+// seedKeys inserts n active keys of account in one COPY (far faster than
+// n CreateKey transactions; no change rows, as for keys that existed before
+// anyone listened).
+func seedKeys(t *testing.T, dsn, account string, n int) []keystore.Hash {
+	t.Helper()
+	conn := connect(t, dsn)
+	hashes := make([]keystore.Hash, n)
+	rows := make([][]any, n)
+	now := time.Now()
+	for i := range rows {
+		hashes[i] = storetest.NewHash()
+		rows[i] = []any{fmt.Sprintf("key_seed%06d", i), account, "seeded", "spk_seed", hashes[i][:], []string{}, now}
+	}
+	copied, err := conn.CopyFrom(context.Background(), pgx.Identifier{"api_keys"},
+		[]string{"id", "account_id", "name", "prefix", "key_hash", "scopes", "created_at"}, pgx.CopyFromRows(rows))
+	if err != nil || copied != int64(n) {
+		t.Fatalf("seeding %d keys: %d, %v", n, copied, err)
+	}
+	return hashes
+}
+
+// TestListenBulkRevocation: 10,000 keys revoked in one transaction reach a
+// listening session as 10,000 notifications, in order, within a second of
+// the commit.
+func TestListenBulkRevocation(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	s := open(t, dsn)
+	const n = 10_000
+	seedKeys(t, dsn, "acct_bulk", n)
+	rec, _ := listen(t, s)
+	ctx := context.Background()
+	start := time.Now()
+	revoked, err := s.RevokeAccountKeys(ctx, "acct_bulk")
+	if err != nil || revoked != n {
+		t.Fatalf("RevokeAccountKeys = %d, %v", revoked, err)
+	}
+	committed := time.Since(start)
+	var prev int64
+	for i := range n {
+		ch := next(t, rec, 5*time.Second)
+		if ch.Kind != keystore.ChangeRevoked || ch.AccountID != "acct_bulk" || (i > 0 && ch.Seq != prev+1) {
+			t.Fatalf("notification %d = {%d %s %q} after seq %d", i, ch.Seq, ch.Kind, ch.AccountID, prev)
+		}
+		prev = ch.Seq
+	}
+	took := time.Since(start) - committed
+	t.Logf("revoked %d keys in one transaction in %v; the last notification arrived %v after the commit",
+		n, committed.Round(time.Millisecond), took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Errorf("the notifications took %v after the commit, want under 1s", took)
+	}
+}
