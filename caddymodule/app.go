@@ -128,6 +128,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 				OnError: func(op string, err error) {
 					logger.Warn("key store background work failed", zap.String("op", op), zap.Error(err))
 				},
+				OnRecovered: func(op string) {
+					logger.Info("key store background work recovered", zap.String("op", op))
+				},
 			})
 		}()
 		return s, nil

@@ -28,10 +28,12 @@ func (s *countingStore) LookupKey(ctx context.Context, h keystore.Hash) (keystor
 	cred, err := s.Store.LookupKey(ctx, h)
 	if s.hold != nil {
 		release := make(chan struct{})
+		// Wait for the test to take the lookup: a lookup that ran ahead of
+		// the test must not slip past the hold.
 		select {
 		case s.hold <- release:
 			<-release
-		default:
+		case <-ctx.Done():
 		}
 	}
 	return cred, err
