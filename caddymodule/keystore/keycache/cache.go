@@ -319,11 +319,19 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
 	case err == nil && cred.Key.RevokedAt == nil:
 		e = newEntry(h, epoch, &cred)
 		e.loadedAt = loadedAt
-	case err == nil || errors.Is(err, keystore.ErrNotFound):
-		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt}
-		if err == nil {
-			e.AccountID = cred.Key.AccountID
+	case err == nil:
+		// Revoked. Until its notification arrives, this instance may
+		// still hold the key as valid from a lookup that read it just
+		// before the revocation: invalidate the account now, so that
+		// once one request got 401 for the key no later one gets 200.
+		// A revocation is final, so this entry takes the new epoch.
+		if c.now().Sub(*cred.Key.RevokedAt) < 2*MaxTTL {
+			c.InvalidateAccount(cred.Key.AccountID)
+			epoch = c.epoch.Load()
 		}
+		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt, AccountID: cred.Key.AccountID}
+	case errors.Is(err, keystore.ErrNotFound):
+		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt}
 	default:
 		return nil, err
 	}

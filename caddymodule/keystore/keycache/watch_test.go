@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
 	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
 	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
 )
@@ -324,5 +325,43 @@ func TestHeartbeatsKeepTrustWhileTheLogFails(t *testing.T) {
 	time.Sleep(3 * guardInterval)
 	if _, st := c.Verify(ctx, k.Secret); st != Unavailable {
 		t.Fatalf("cached key after heartbeats stopped: %v, want Unavailable", st)
+	}
+}
+
+// TestRevokedLookupInvalidatesTheAccount: a lookup that finds a key
+// revoked before this instance heard of it makes every entry of the
+// account stale, so a valid entry of the same key that a lookup started
+// before the revocation puts in the cache later (ristretto admits entries
+// asynchronously, and may drop the negative one) is never answered: once
+// a request got 401 for a key, no later one gets 200.
+func TestRevokedLookupInvalidatesTheAccount(t *testing.T) {
+	c, _, m := setup(t)
+	ctx := context.Background()
+	k := create(t, m, "a1")
+	other := &keys.Manager{Store: m.Store} // another instance: this cache is not told
+	h := apikey.Hash(k.Secret)
+	before := c.epoch.Load()
+	cred, err := m.Store.LookupKey(ctx, h) // read by a lookup in flight...
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Revoke(ctx, "a1", k.ID); err != nil { // ...when the key is revoked
+		t.Fatal(err)
+	}
+	if _, st := c.Verify(ctx, k.Secret); st != Invalid { // another request sees the revocation
+		t.Fatalf("revoked key: %v", st)
+	}
+	// The negative entry is dropped and the first lookup's answer lands late.
+	c.Wait()
+	c.lru.Del(slot(&h))
+	c.Wait()
+	stale := newEntry(h, before, &cred)
+	c.lru.SetWithTTL(slot(&h), stale, 1, time.Minute)
+	c.Wait()
+	if e, ok := c.lru.Get(slot(&h)); !ok || e != stale {
+		t.Fatal("the late entry was not admitted; the test proves nothing")
+	}
+	if _, st := c.Verify(ctx, k.Secret); st != Invalid {
+		t.Fatalf("a valid answer read before the revocation was served after a 401: %v", st)
 	}
 }
