@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spkgate/spkgate/caddymodule/keystore"
@@ -21,7 +22,8 @@ const (
 // Reconnection of the listening session (stores that are a
 // keystore.Notifier): the first retry comes after minBackoff, each
 // further one waits twice as long up to maxBackoff, randomised by up to
-// half, and a session that lasted resetBackoff starts over at minBackoff.
+// half; after a session that answered a heartbeat, or lasted resetBackoff,
+// the next retry is back at minBackoff.
 const (
 	minBackoff   = 100 * time.Millisecond
 	maxBackoff   = 5 * time.Second
@@ -169,6 +171,8 @@ type follower struct {
 	// readFailed and listenFailed remember a failure for OnRecovered.
 	readFailed   bool
 	listenFailed bool // only touched by the listening goroutine
+	// heardBack: the current session answered a heartbeat.
+	heardBack atomic.Bool
 
 	wake chan struct{}
 }
@@ -324,6 +328,7 @@ func applicable(ch keystore.Change) bool {
 // t has been notified, and so applied, unless the session has not caught
 // up with the log yet or a notification could not be applied.
 func (f *follower) Alive(t time.Time) {
+	f.heardBack.Store(true)
 	f.mu.Lock()
 	ok := f.caughtUp == f.session && f.readUnapplied == f.unapplied
 	f.mu.Unlock()
@@ -338,13 +343,14 @@ func (f *follower) listen(n keystore.Notifier) {
 	backoff := minBackoff
 	for {
 		started := time.Now()
+		f.heardBack.Store(false)
 		err := n.Listen(f.ctx, f)
 		if f.ctx.Err() != nil {
 			return
 		}
 		f.listenFailed = true
 		f.report(opListen, err)
-		if time.Since(started) >= resetBackoff {
+		if f.heardBack.Load() || time.Since(started) >= resetBackoff {
 			backoff = minBackoff
 		}
 		pause := backoff/2 + rand.N(backoff/2+1)
