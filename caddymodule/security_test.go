@@ -559,7 +559,15 @@ func testIdenticalRefusals(t *testing.T, storage string) {
 	// of a key one already holds, at most one per negative_cache_ttl and
 	// 20 failures a minute per address, over a network whose jitter is
 	// far larger. The test fails at D > 0.5.
-	const threshold = 0.5
+	//
+	// Under -race the race detector multiplies the cost of that row's
+	// decoding (the pure-Go SQLite engine and database/sql are
+	// instrumented, the network is not): D reaches 0.5 cold, while the
+	// control rises to 0.9. There the test fails at D > 0.7.
+	threshold := 0.5
+	if raceDetector {
+		threshold = 0.7
+	}
 	for _, ph := range []struct {
 		name string
 		s    map[string][]float64
