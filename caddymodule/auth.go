@@ -226,7 +226,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return h.refuse(w, r, insufficientScope(need))
 	}
 
-	stripForged(r)
+	stripForged(r, h.hide)
 	if len(r.Trailer) > 0 {
 		filterTrailers(r, h.hide)
 	}
@@ -350,13 +350,18 @@ func hasKey(s string) bool {
 }
 
 // stripForged removes every header an upstream could take for identity
-// the gateway vouches for: X-Spk-* in any spelling, method overrides, and
-// the same names listed in Connection (which would make a proxy drop the
-// real ones). It also drops every query parameter an upstream could read
-// as _method (see dropMethodParams).
-func stripForged(r *http.Request) {
+// the gateway vouches for: X-Spk-* in any spelling, method overrides, path
+// overrides (X-Original-URL, X-Rewrite-URL: Symfony, Laminas and IIS route
+// on them, so the upstream would serve another path than the one checked),
+// and the same names listed in Connection (which would make a proxy drop
+// the real ones). With hide, it also removes spellings of X-API-Key that
+// CGI, FastCGI and WSGI read as the same variable (X_Api_Key). It also
+// drops every query parameter an upstream could read as _method (see
+// dropMethodParams).
+func stripForged(r *http.Request, hide bool) {
 	for name := range r.Header {
-		if isSpkHeader(name) || isMethodOverride(name) {
+		if isSpkHeader(name) || isMethodOverride(name) || isPathOverride(name) ||
+			(hide && sameName(name, "x-api-key")) {
 			delete(r.Header, name)
 		}
 	}
@@ -489,6 +494,16 @@ func sameName(name, lower string) bool {
 
 func isSpkHeader(name string) bool {
 	return len(name) >= 6 && sameName(name[:6], "x-spk-")
+}
+
+func isPathOverride(name string) bool {
+	switch len(name) {
+	case len("x-original-url"):
+		return sameName(name, "x-original-url")
+	case len("x-rewrite-url"):
+		return sameName(name, "x-rewrite-url")
+	}
+	return false
 }
 
 func isMethodOverride(name string) bool {

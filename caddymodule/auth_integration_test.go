@@ -56,6 +56,9 @@ func TestIdentityReachesUpstreamAndNothingElse(t *testing.T) {
 			"X_Spk_Account_Id", "acct_evil",
 			"X-Spk-Something-New", "forged",
 			"X-HTTP-Method-Override", "DELETE",
+			"X-Original-URL", "/v1/billing",
+			"x_rewrite_url", "/v1/billing",
+			"X_Api_Key", k.Secret,
 			"X-Http-Method", "DELETE",
 			"x_method_override", "DELETE",
 			"Connection", "X-Spk-Account-Id, x-spk-scopes",
@@ -78,7 +81,7 @@ func TestIdentityReachesUpstreamAndNothingElse(t *testing.T) {
 			if strings.HasPrefix(lower, "x-spk-") && !map[string]bool{"x-spk-account-id": true, "x-spk-key-id": true, "x-spk-scopes": true, "x-spk-plan": true}[lower] {
 				t.Errorf("forged header %s reached the upstream", name)
 			}
-			if strings.Contains(lower, "method") || name == "Authorization" || name == "X-Api-Key" {
+			if strings.Contains(lower, "method") || strings.Contains(lower, "url") || strings.Contains(lower, "api-key") || name == "Authorization" {
 				t.Errorf("header %s: %q reached the upstream", name, vals)
 			}
 			for _, v := range vals {
