@@ -230,10 +230,14 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if len(r.Trailer) > 0 {
 		filterTrailers(r, h.hide)
 	}
-	r.Header[hdrAccount] = e.AccountValues
-	r.Header[hdrKeyID] = e.KeyValues
-	r.Header[hdrScopes] = e.ScopesValues
-	r.Header[hdrPlan] = e.PlanValues
+	// One small array per request for the four header values: a cached,
+	// shared slice would be written in place by a later request_header
+	// replace, leaking one request's edit into the next.
+	vals := &[4]string{e.AccountID, e.KeyID, e.ScopesHeader, e.Plan}
+	r.Header[hdrAccount] = vals[0:1:1]
+	r.Header[hdrKeyID] = vals[1:2:2]
+	r.Header[hdrScopes] = vals[2:3:3]
+	r.Header[hdrPlan] = vals[3:4:4]
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", e.AccountAny)
 	repl.Set("http.auth.user.key_id", e.KeyAny)

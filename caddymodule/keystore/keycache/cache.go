@@ -70,10 +70,6 @@ type Entry struct {
 	// ScopesHeader is the X-Spk-Scopes value ("*" for full access).
 	ScopesHeader string
 
-	// Header values, each a one-element slice with len == cap, so that
-	// they can be assigned to an http.Header without copying and an append
-	// by a later handler can never write into the shared array.
-	AccountValues, KeyValues, ScopesValues, PlanValues []string
 	// Placeholder values, boxed once.
 	AccountAny, KeyAny, ScopesAny, PlanAny any
 }
@@ -363,10 +359,6 @@ func newEntry(h keystore.Hash, epoch uint64, cred *keystore.Credential) *Entry {
 	if s, err := scope.Parse(k.Scopes); err == nil {
 		e.Scopes = s
 	} // an unknown stored scope grants nothing (e.Scopes stays 0)
-	e.AccountValues = []string{e.AccountID}
-	e.KeyValues = []string{e.KeyID}
-	e.ScopesValues = []string{e.ScopesHeader}
-	e.PlanValues = []string{e.Plan}
 	e.AccountAny, e.KeyAny, e.ScopesAny, e.PlanAny = e.AccountID, e.KeyID, e.ScopesHeader, e.Plan
 	return e
 }
