@@ -200,6 +200,10 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 		NumCounters: cfg.MaxEntries * 10,
 		MaxCost:     cfg.MaxEntries,
 		BufferItems: 64,
+		// Every entry costs 1, so MaxCost counts entries. Without this,
+		// ristretto adds its own bookkeeping (about 56 bytes) to each
+		// entry's cost and 200,000 "entries" hold about 3,500 keys.
+		IgnoreInternalCost: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %v", err)

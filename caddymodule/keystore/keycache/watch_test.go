@@ -365,3 +365,30 @@ func TestRevokedLookupInvalidatesTheAccount(t *testing.T) {
 		t.Fatalf("a valid answer read before the revocation was served after a 401: %v", st)
 	}
 }
+
+// TestCacheHoldsMaxEntries: the cache holds as many keys as MaxEntries
+// says, not MaxEntries divided by ristretto's per-item bookkeeping.
+func TestCacheHoldsMaxEntries(t *testing.T) {
+	c, _, _ := setup(t)
+	const n = 20_000
+	for i := range n {
+		var h keystore.Hash
+		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
+		e := &Entry{hash: h, epoch: c.epoch.Load(), known: true}
+		for !c.lru.SetWithTTL(slot(&h), e, 1, time.Minute) {
+			c.Wait() // the set buffer was full: offer it again
+		}
+	}
+	c.Wait()
+	held := 0
+	for i := range n {
+		var h keystore.Hash
+		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
+		if _, ok := c.lru.Get(slot(&h)); ok {
+			held++
+		}
+	}
+	if held < n*99/100 {
+		t.Fatalf("the cache holds %d of %d keys (MaxEntries %d)", held, n, c.cfg.MaxEntries)
+	}
+}
