@@ -135,10 +135,12 @@ type ChangeListener interface {
 	// Listening is called once, when the session listens: every change
 	// that commits from then on reaches Notified.
 	Listening()
-	// Notified is called for each change as its transaction commits, in
-	// commit order. Only Seq, Kind and AccountID are set, and AccountID is
-	// empty when the notification could not carry it: then the change log
-	// says what the change was.
+	// Notified is called as changes commit, in commit order: once per
+	// change, or, for a statement that recorded several, once per kind
+	// and account with the highest Seq among them (so the Seqs notified
+	// need not be consecutive). Only Seq, Kind and AccountID are set, and
+	// AccountID is empty when the notification could not carry it: then
+	// the change log says what the change was.
 	Notified(Change)
 	// Alive is called after each answered heartbeat: every change that
 	// committed before t has already been passed to Notified.

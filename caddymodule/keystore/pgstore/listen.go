@@ -13,8 +13,9 @@ import (
 	"github.com/spkgate/spkgate/caddymodule/keystore"
 )
 
-// changesChannel is where the changes table's trigger announces every
-// change (migration 0002): payload "<seq>:<kind>:<account id>".
+// changesChannel is where the changes table's trigger announces changes
+// (migration 0002): payload "<seq>:<kind>:<account id>", once per kind and
+// account of each statement.
 const changesChannel = "spk_changes"
 
 // Settings of a listening session (Listen).
@@ -35,8 +36,8 @@ const (
 var _ keystore.Notifier = (*Store)(nil)
 
 // Listen implements keystore.Notifier. It opens a connection of its own,
-// outside the pool, runs LISTEN spk_changes on it and passes every change to
-// l as its transaction commits.
+// outside the pool, runs LISTEN spk_changes on it and passes changes to l
+// as their transactions commit.
 //
 // Every HeartbeatInterval the session sends a NOTIFY to a channel only it
 // listens on and waits for it to come back. PostgreSQL delivers
