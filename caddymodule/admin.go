@@ -21,6 +21,8 @@ func init() {
 //	PUT    /spk/accounts/{account}/plan   {"plan":"pro"} → 204
 //	GET    /spk/accounts/{account}/plan   → {"plan":"pro"}
 //
+// Bodies must be sent as application/json (a browser cannot send that
+// cross-site without a CORS preflight, which the admin endpoint refuses).
 // It acts on the store of the running spk app. The admin endpoint is for
 // operators and billing systems: it is not scoped to one account.
 type adminAPI struct {
@@ -39,6 +41,9 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 func (a *adminAPI) Provision(caddy.Context) error {
 	a.mux = http.NewServeMux()
 	a.mux.HandleFunc("POST /spk/accounts/{account}/keys", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
+		if keys.WriteUnsupportedMediaType(w, r) {
+			return
+		}
 		var req keys.CreateRequest
 		if err := keys.DecodeJSON(w, r, &req); err != nil {
 			keys.WriteError(w, err)
@@ -75,6 +80,9 @@ func (a *adminAPI) Provision(caddy.Context) error {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	a.mux.HandleFunc("PUT /spk/accounts/{account}/plan", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
+		if keys.WriteUnsupportedMediaType(w, r) {
+			return
+		}
 		var req keys.PlanRequest
 		if err := keys.DecodeJSON(w, r, &req); err != nil {
 			keys.WriteError(w, err)

@@ -94,6 +94,20 @@ func TestAdminAPI(t *testing.T) {
 	if len(list.Keys) != 0 {
 		t.Fatal("revoked key still listed")
 	}
+	// A body not declared as JSON (what a cross-site form could send) is refused.
+	for _, path := range []string{"/spk/accounts/acct_1/keys", "/spk/accounts/acct_1/plan"} {
+		method := map[bool]string{true: "POST", false: "PUT"}[strings.HasSuffix(path, "keys")]
+		req, _ := http.NewRequest(method, g.admin+path, strings.NewReader(`{"name":"x","plan":"free"}`))
+		req.Header.Set("Content-Type", "text/plain")
+		resp, err := g.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnsupportedMediaType {
+			t.Errorf("%s %s as text/plain: %d", method, path, resp.StatusCode)
+		}
+	}
 	if st := g.adminJSON("PATCH", "/spk/keys/"+k.ID, nil, nil); st != http.StatusMethodNotAllowed {
 		t.Errorf("wrong method: %d", st)
 	}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -51,6 +50,11 @@ type App struct {
 	// Default: ["pro", "business", "enterprise"].
 	APIPlans []string `json:"api_plans,omitempty"`
 
+	// UpgradeURL is where a plan_upgrade_required answer, and the console's
+	// upgrade prompt unless it names its own, send the user.
+	// Default: /billing/upgrade.
+	UpgradeURL string `json:"upgrade_url,omitempty"`
+
 	// ChangePollInterval is how often the store's change log is read to
 	// learn of revocations, plan changes and new keys made elsewhere.
 	// Default: 1s.
@@ -93,15 +97,28 @@ func (s *shared) Destruct() error {
 // Provision opens (or reuses) the store and cache.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	// Check what can be checked before the store is opened and migrated.
+	if err := a.Validate(); err != nil {
+		return err
+	}
 	if len(a.APIPlans) == 0 {
 		a.APIPlans = DefaultAPIPlans
+	}
+	plans := make([]string, len(a.APIPlans))
+	for i, p := range a.APIPlans {
+		plans[i] = strings.ToLower(p)
+	}
+	a.APIPlans = plans
+	a.UpgradeURL = caddy.NewReplacer().ReplaceKnown(a.UpgradeURL, "")
+	if a.UpgradeURL == "" {
+		a.UpgradeURL = DefaultUpgradeURL
 	}
 	if a.StorageRaw == nil {
 		a.StorageRaw = json.RawMessage(`{"driver":"sqlite"}`)
 	}
 	mod, err := ctx.LoadModule(a, "StorageRaw")
 	if err != nil {
-		return fmt.Errorf("loading storage module: %v", err)
+		return fmt.Errorf("loading storage module: %w", err)
 	}
 	a.storage = mod.(StoreOpener)
 	a.poolKey = a.storage.PoolKey()
@@ -136,7 +153,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return s, nil
 	})
 	if err != nil {
-		return fmt.Errorf("opening key store: %v", err)
+		return fmt.Errorf("opening key store: %w", err)
 	}
 	a.shared = val.(*shared)
 	if loaded {
@@ -148,7 +165,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache}
 	if err := registerMetrics(ctx, a.shared.cache); err != nil {
-		return fmt.Errorf("registering metrics: %v", err)
+		return fmt.Errorf("registering metrics: %w", err)
 	}
 	return nil
 }
@@ -207,9 +224,15 @@ func (a *App) Cache() *keycache.Cache { return a.shared.cache }
 // Keys returns the manager through which keys are created and revoked.
 func (a *App) Keys() *keys.Manager { return a.manager }
 
-// PlanHasAPIAccess reports whether plan is one of APIPlans.
+// PlanHasAPIAccess reports whether plan is one of APIPlans, in any letter
+// case (plans are recorded in lower case).
 func (a *App) PlanHasAPIAccess(plan string) bool {
-	return slices.Contains(a.APIPlans, plan)
+	for _, p := range a.APIPlans {
+		if strings.EqualFold(p, plan) {
+			return true
+		}
+	}
+	return false
 }
 
 // Interface guards

@@ -77,6 +77,7 @@ type Auth struct {
 	policy   *scope.Policy
 	hide     bool
 	failures *failureLimiter
+	respPlan response
 	logger   *zap.Logger
 }
 
@@ -102,7 +103,7 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.policy, err = scope.Compile(rules); err != nil {
-		return fmt.Errorf("compiling scope rules: %v", err)
+		return fmt.Errorf("compiling scope rules: %w", err)
 	}
 	if h.policy.Len() == 0 {
 		h.logger.Warn("spk_auth has no policy and no scope rules: only full-access keys can pass")
@@ -120,10 +121,11 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 	}
 	appIface, err := ctx.App("spk")
 	if err != nil {
-		return fmt.Errorf("loading spk app: %v", err)
+		return fmt.Errorf("loading spk app: %w", err)
 	}
 	h.app = appIface.(*App)
 	h.cache = h.app.Cache()
+	h.respPlan = planResponse(h.app.UpgradeURL)
 	return nil
 }
 
@@ -220,7 +222,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return h.refuse(w, r, &respUnavailable)
 	}
 	if !h.app.PlanHasAPIAccess(e.Plan) {
-		return h.refuse(w, r, &respPlan)
+		return h.refuse(w, r, &h.respPlan)
 	}
 	if need := h.policy.Required(r.Method, path); !e.Scopes.Allows(need) {
 		return h.refuse(w, r, insufficientScope(need))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -228,8 +229,8 @@ func keysFromOtherStore(t *testing.T) string {
 }
 
 func TestPlanChangeTakesEffectOnNextRequest(t *testing.T) {
-	g := startGateway(t, "", "policy statuspage")
-	g.setPlan("acct_p", "pro")
+	g := startGateway(t, "storage sqlite "+filepath.Join(t.TempDir(), "spk.db")+"\n\t\tupgrade_url https://status.example/billing\n\t\tapi_plans Pro business", "policy statuspage")
+	g.setPlan("acct_p", "PRO") // plans are compared in any case
 	k := g.createKey("acct_p")
 	for range 3 { // hot in the cache
 		wantStatus(t, "pro", g.do("GET", "/v1/analytics", "X-API-Key", k.Secret), 200)
@@ -238,7 +239,7 @@ func TestPlanChangeTakesEffectOnNextRequest(t *testing.T) {
 	r := g.do("GET", "/v1/analytics", "X-API-Key", k.Secret)
 	wantStatus(t, "after downgrade", r, 403)
 	var body map[string]string
-	if err := json.Unmarshal([]byte(r.body), &body); err != nil || body["error"] != "plan_upgrade_required" || body["upgrade_url"] == "" || body["message"] == "" {
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil || body["error"] != "plan_upgrade_required" || body["upgrade_url"] != "https://status.example/billing" || body["message"] == "" {
 		t.Fatalf("downgrade body %s", r.body)
 	}
 	g.setPlan("acct_p", "business")

@@ -31,6 +31,7 @@ func init() {
 //		cache_ttl <duration>
 //		negative_cache_ttl <duration>
 //		api_plans <plan...>
+//		upgrade_url <url>
 //		change_poll_interval <duration>
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -95,6 +96,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.ChangePollInterval = v
+		case "upgrade_url":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.UpgradeURL = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "api_plans":
 			a.APIPlans = d.RemainingArgs()
 			if len(a.APIPlans) == 0 {

@@ -63,7 +63,7 @@ type Console struct {
 	BaseURL string `json:"base_url,omitempty"`
 
 	// UpgradeURL is where the upgrade prompt for plans without API access
-	// points. Default: /billing/upgrade.
+	// points. Default: the spk app's upgrade_url (/billing/upgrade).
 	UpgradeURL string `json:"upgrade_url,omitempty"`
 
 	handler *console.Handler
@@ -96,14 +96,18 @@ func (c *Console) Provision(ctx caddy.Context) error {
 	}
 	appIface, err := ctx.App("spk")
 	if err != nil {
-		return fmt.Errorf("loading spk app: %v", err)
+		return fmt.Errorf("loading spk app: %w", err)
 	}
 	app := appIface.(*App)
 	repl := caddy.NewReplacer()
+	upgradeURL := repl.ReplaceKnown(c.UpgradeURL, "")
+	if upgradeURL == "" {
+		upgradeURL = app.UpgradeURL
+	}
 	c.handler, err = console.New(console.Config{
 		BasePath:         c.BasePath,
 		BaseURL:          repl.ReplaceKnown(c.BaseURL, ""),
-		UpgradeURL:       repl.ReplaceKnown(c.UpgradeURL, ""),
+		UpgradeURL:       upgradeURL,
 		Keys:             app.Keys(),
 		PlanHasAPIAccess: app.PlanHasAPIAccess,
 		OnError: func(op string, err error) {
@@ -111,7 +115,7 @@ func (c *Console) Provision(ctx caddy.Context) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("setting up the console: %v", err)
+		return fmt.Errorf("setting up the console: %w", err)
 	}
 	return nil
 }

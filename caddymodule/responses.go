@@ -74,12 +74,6 @@ var (
 		errorBody{Error: "unavailable"}, [2]string{"Retry-After", "5"})
 	respTooMany = newResponse(http.StatusTooManyRequests, "too many failed authentications", "",
 		errorBody{"too_many_requests", "too many failed authentications from this address; retry after the time in Retry-After"})
-	respPlan = newResponse(http.StatusForbidden, "plan without api access", "",
-		struct {
-			Error      string `json:"error"`
-			Message    string `json:"message"`
-			UpgradeURL string `json:"upgrade_url"`
-		}{"plan_upgrade_required", "API access needs a Pro plan or above", DefaultUpgradeURL})
 	respScope = func() []response {
 		r := make([]response, len(scope.All)+1)
 		for i := range r {
@@ -94,6 +88,17 @@ var (
 		return r
 	}()
 )
+
+// planResponse is the 403 for an account whose plan has no API access,
+// pointing to upgradeURL.
+func planResponse(upgradeURL string) response {
+	return newResponse(http.StatusForbidden, "plan without api access", "",
+		struct {
+			Error      string `json:"error"`
+			Message    string `json:"message"`
+			UpgradeURL string `json:"upgrade_url"`
+		}{"plan_upgrade_required", "your plan does not include API access; upgrade to use the API", upgradeURL})
+}
 
 // DefaultUpgradeURL is where plan_upgrade_required points.
 const DefaultUpgradeURL = "/billing/upgrade"

@@ -2,7 +2,6 @@ package console
 
 import (
 	"errors"
-	"mime"
 	"net/http"
 	"strings"
 
@@ -127,10 +126,7 @@ func (h *Handler) apiCreate(w http.ResponseWriter, r *http.Request, rq *request)
 	// A JSON body cannot come from a plain HTML form of another site; this
 	// backs up the cross-origin check for browsers that send neither
 	// Sec-Fetch-Site nor Origin.
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
-		keys.WriteJSON(w, http.StatusUnsupportedMediaType, keys.ErrorResponse{
-			Error: "unsupported_media_type", Message: "send the body as application/json",
-		})
+	if keys.WriteUnsupportedMediaType(w, r) {
 		return
 	}
 	var req keys.CreateRequest

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 
 	"github.com/spkgate/spkgate/caddymodule/keystore"
@@ -91,6 +92,21 @@ type BodyError struct {
 
 // Error returns the message.
 func (e *BodyError) Error() string { return e.Message }
+
+// WriteUnsupportedMediaType answers 415 when the request body is not
+// declared as application/json, and reports whether it did. A JSON body
+// cannot come from a plain HTML form of another site (that would need a
+// CORS preflight), so requiring it keeps state-changing endpoints safe from
+// cross-site form posts even where no Origin check runs.
+func WriteUnsupportedMediaType(w http.ResponseWriter, r *http.Request) bool {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
+		return false
+	}
+	WriteJSON(w, http.StatusUnsupportedMediaType, ErrorResponse{
+		Error: "unsupported_media_type", Message: "send the body as application/json",
+	})
+	return true
+}
 
 // DecodeJSON reads a JSON body of at most MaxBodyBytes into v, refusing
 // unknown fields and trailing data.

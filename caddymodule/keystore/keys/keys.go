@@ -214,7 +214,7 @@ func (m *Manager) SetPlan(ctx context.Context, accountID, plan string) error {
 	if err := ValidateAccount(accountID); err != nil {
 		return err
 	}
-	plan = strings.TrimSpace(plan)
+	plan = strings.ToLower(strings.TrimSpace(plan))
 	if plan == "" || len(plan) > 64 || strings.IndexFunc(plan, unicode.IsControl) >= 0 {
 		return &FieldError{Field: "plan", Message: "plan must be a non-empty name of at most 64 bytes"}
 	}
