@@ -37,8 +37,11 @@ type App struct {
 	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=spk.storage inline_key=driver"`
 
 	// CacheTTL is how long a verified key is trusted before the store is
-	// asked again; revocations on any instance reach the cache sooner
-	// through the store's change log. At most 60s. Default: 30s.
+	// asked again; revocations, plan changes and new keys on any instance
+	// reach the cache sooner (PostgreSQL: at once, through LISTEN/NOTIFY;
+	// otherwise at the next read of the change log). While the store
+	// cannot confirm that the cache is current, no entry is trusted for
+	// more than 5s. At most 60s. Default: 30s.
 	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
 
 	// NegativeCacheTTL is how long an unknown, revoked or expired key is
@@ -56,8 +59,9 @@ type App struct {
 	UpgradeURL string `json:"upgrade_url,omitempty"`
 
 	// ChangePollInterval is how often the store's change log is read to
-	// learn of revocations, plan changes and new keys made elsewhere.
-	// Default: 1s.
+	// learn of revocations, plan changes and new keys made elsewhere. On
+	// PostgreSQL, changes arrive at once through LISTEN/NOTIFY and this
+	// read is the backstop. Default: 1s.
 	ChangePollInterval caddy.Duration `json:"change_poll_interval,omitempty"`
 
 	storage StoreOpener
