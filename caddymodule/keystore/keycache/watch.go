@@ -97,8 +97,8 @@ func (c *Cache) Follow(ctx context.Context, cfg FollowConfig) {
 		cfg.KeepChanges = time.Hour
 	}
 	f := &follower{c: c, cfg: cfg, ctx: ctx, seq: -1, wake: make(chan struct{}, 1)}
-	// Nothing cached yet can be older than this, and the first read,
-	// right away, drops whatever is.
+	// The cache is as current as the store now: the first read, right
+	// away, drops whatever a lookup cached before it knew the log's head.
 	c.markSynced(c.now().UnixNano(), cfg.MaxStale)
 	f.signal()
 
@@ -153,9 +153,9 @@ type follower struct {
 	// seq is the position in the change log: every change up to it has
 	// been applied. -1: unknown.
 	seq int64
-	// resync: the position cannot be trusted (a session started, or a read
-	// failed: the store may have failed over); the next read takes the
-	// log's head and drops the whole cache.
+	// resync: the position cannot be trusted (a session replaced one that
+	// ended, or a read failed: the store may have failed over); the next
+	// read takes the log's head and drops the whole cache.
 	resync bool
 	// session counts the listening sessions that started; caughtUp is the
 	// session during which the last successful read started. A session's
@@ -212,9 +212,7 @@ func (f *follower) read() {
 	f.mu.Lock()
 	resync, seq := f.resync || f.seq < 0, f.seq
 	session, unapplied := f.session, f.unapplied
-	// The first read of a new cache has nothing to drop unless a lookup
-	// started before it knew the head of the log.
-	mustDrop := f.resync || c.stats.lookups.Load() > 0
+	mustDrop := f.resync
 	f.resync = false
 	f.mu.Unlock()
 
@@ -232,6 +230,8 @@ func (f *follower) read() {
 			return
 		}
 		f.mu.Lock()
+		// The first read of a new cache has nothing to drop unless a
+		// lookup started before it knew the head of the log.
 		if mustDrop || c.stats.lookups.Load() > 0 {
 			c.DropAll()
 		}
