@@ -142,9 +142,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		fctx, fcancel := context.WithCancel(context.Background())
 		s := &shared{store: st, cache: c, cancel: fcancel, done: make(chan struct{})}
+		started := make(chan struct{})
 		go func() {
 			defer close(s.done)
 			c.Follow(fctx, keycache.FollowConfig{
+				Started:      started,
 				PollInterval: time.Duration(a.ChangePollInterval),
 				OnError: func(op string, err error) {
 					logger.Warn("key store background work failed", zap.String("op", op), zap.Error(err))
@@ -154,6 +156,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 				},
 			})
 		}()
+		// Serve nothing before the cache knows where the change log
+		// stands (one query; bounded by the cache's query timeout).
+		<-started
 		return s, nil
 	})
 	if err != nil {

@@ -56,6 +56,11 @@ type FollowConfig struct {
 	// OnRecovered is told when background work that failed (op as given
 	// to OnError) works again. It must not block. It may be nil.
 	OnRecovered func(op string)
+	// Started, if not nil, is closed once Follow has made its first read
+	// of the change log (or failed to). A caller that waits for it before
+	// serving requests keeps that read from dropping what the first
+	// requests cached.
+	Started chan<- struct{}
 }
 
 // Operations reported to OnError and OnRecovered.
@@ -100,7 +105,10 @@ func (c *Cache) Follow(ctx context.Context, cfg FollowConfig) {
 	// The cache is as current as the store now: the first read, right
 	// away, drops whatever a lookup cached before it knew the log's head.
 	c.markSynced(c.now().UnixNano(), cfg.MaxStale)
-	f.signal()
+	f.read()
+	if cfg.Started != nil {
+		close(cfg.Started)
+	}
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
