@@ -225,6 +225,11 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 	}
 	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
 	report(plainRes, spkRes, name == "attack")
+	for _, r := range append(plainRes, spkRes...) {
+		if r.requests == 0 || r.errors > 0 {
+			return fmt.Errorf("a run had %d requests answered 200 and %d errors: the numbers above are not comparable", r.requests, r.errors)
+		}
+	}
 	if name == "attack" {
 		var attackReqs int64
 		var secs float64

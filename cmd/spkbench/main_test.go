@@ -1,0 +1,41 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestBenchmarkRuns drives every scenario that needs no PostgreSQL once,
+// briefly, against the real binary: the load benchmark must keep working
+// as the gateway changes. It measures nothing.
+func TestBenchmarkRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds Caddy and runs it under load")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", bin, "../caddy")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config{
+		caddyBin:  bin,
+		scenarios: []string{"hot", "spread", "attack", "million"},
+		store:     "sqlite",
+		conns:     4,
+		duration:  300 * time.Millisecond,
+		warmup:    100 * time.Millisecond,
+		rounds:    2,
+		keys:      50,
+		stored:    200,
+		active:    20,
+		workDir:   dir,
+	}
+	if err := run(cfg); err != nil {
+		t.Fatal(err)
+	}
+}
