@@ -63,8 +63,8 @@ type Auth struct {
 	// FailureLimit is how many failed authentications (invalid, unknown,
 	// revoked or expired keys) one client address may make per
 	// FailureWindow. Past it, the address gets 429 with Retry-After for
-	// every key that is not already cached as valid, without a store
-	// lookup; it earns tries back steadily. The client address is Caddy's
+	// every key that was not verified as valid in the last 10 minutes,
+	// without a store lookup; it earns tries back steadily. The client address is Caddy's
 	// (it honours the server's trusted_proxies for X-Forwarded-For).
 	// -1 disables the limit. Default: 20.
 	FailureLimit int `json:"failure_limit,omitempty"`
@@ -208,7 +208,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	var e *keycache.Entry
 	var status keycache.Status
 	if wait, blocked := h.failures.retryAfter(r); blocked {
-		if e, status = h.cache.Cached(key); status != keycache.Valid {
+		if e, status = h.cache.VerifyKnown(r.Context(), key); status == keycache.Invalid {
 			return h.tooManyFailures(w, r, wait)
 		}
 	} else {

@@ -124,8 +124,11 @@ type Cache struct {
 	store keystore.Store
 	cfg   Config
 	lru   *ristretto.Cache[uint64, *Entry]
-	group singleflight.Group
-	now   func() time.Time
+	// recent remembers, longer than lru, the keys that were valid (see
+	// VerifyKnown).
+	recent *ristretto.Cache[uint64, keystore.Hash]
+	group  singleflight.Group
+	now    func() time.Time
 
 	// ttl and negTTL are the current lifetimes (they change on reload).
 	ttl, negTTL atomic.Int64
@@ -208,7 +211,17 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %v", err)
 	}
-	c := &Cache{store: store, cfg: cfg, lru: lru, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups)}
+	recent, err := ristretto.NewCache(&ristretto.Config[uint64, keystore.Hash]{
+		NumCounters:        cfg.MaxEntries * 10,
+		MaxCost:            cfg.MaxEntries,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		lru.Close()
+		return nil, fmt.Errorf("creating cache: %v", err)
+	}
+	c := &Cache{store: store, cfg: cfg, lru: lru, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups)}
 	c.ttl.Store(int64(cfg.TTL))
 	c.negTTL.Store(int64(cfg.NegativeTTL))
 	c.epoch.Store(1)
@@ -343,6 +356,9 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
 		ttl = time.Duration(c.negTTL.Load())
 	}
 	c.lru.SetWithTTL(slot(&h), e, 1, ttl)
+	if e.known {
+		c.recent.SetWithTTL(slot(&h), h, 1, RecentTTL)
+	}
 	return e, nil
 }
 
@@ -459,19 +475,44 @@ func (c *Cache) FlushTouched(ctx context.Context) error {
 }
 
 // Close stops the cache. It does not close the store.
-func (c *Cache) Close() { c.lru.Close() }
+func (c *Cache) Close() {
+	c.lru.Close()
+	c.recent.Close()
+}
 
 // Wait blocks until every entry set so far is visible to Verify (the
 // underlying cache admits entries asynchronously). For tests and benchmarks.
 func (c *Cache) Wait() { c.lru.Wait() }
 
-// Cached is Verify without the store: a key that is not cached (or whose
-// entry is stale) is Invalid. The gateway uses it for clients that have
-// failed too often, so that their guesses cost no store lookup while a
-// valid key someone behind the same address uses keeps working.
-func (c *Cache) Cached(key string) (*Entry, Status) {
+// RecentTTL is how long a key that was once verified may still cost a
+// store lookup from a client address past its failure limit.
+const RecentTTL = 10 * time.Minute
+
+// VerifyKnown is Verify for clients that have failed too often: a key
+// cached as valid answers from the cache; a key verified as valid within
+// RecentTTL (whose entry has since expired) is looked up again; anything
+// else is Invalid without a store lookup. So guesses from such a client
+// cost nothing, while a real key used by someone behind the same address
+// keeps working, even across cache expiry.
+func (c *Cache) VerifyKnown(ctx context.Context, key string) (*Entry, Status) {
 	if apikey.Check(key) != nil {
 		c.stats.malformed.Add(1)
+		return nil, Invalid
+	}
+	h := apikey.Hash(key)
+	if e, ok := c.lru.Get(slot(&h)); ok && e.hash == h && c.fresh(e) {
+		return c.answer(e)
+	}
+	if prev, ok := c.recent.Get(slot(&h)); ok && prev == h {
+		return c.miss(ctx, h)
+	}
+	return nil, Invalid
+}
+
+// Cached answers from the cache alone: a key without a fresh cached entry
+// is Invalid, and the store is never asked. For probes and tests.
+func (c *Cache) Cached(key string) (*Entry, Status) {
+	if apikey.Check(key) != nil {
 		return nil, Invalid
 	}
 	h := apikey.Hash(key)

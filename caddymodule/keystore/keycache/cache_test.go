@@ -290,3 +290,34 @@ func BenchmarkVerifyCached(b *testing.B) {
 		}
 	})
 }
+
+func TestVerifyKnownLooksUpOnlyRecentlyValidKeys(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	k := create(t, m, "a1")
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	c.Wait()
+	c.recent.Wait()
+	// The entry expires (here: is dropped); the key was valid recently, so
+	// it may be looked up again even for a client past its failure limit.
+	c.DropAll()
+	before := cs.lookups.Load()
+	if _, st := c.VerifyKnown(ctx, k.Secret); st != Valid || cs.lookups.Load() != before+1 {
+		t.Fatalf("recently valid key: %v, %d lookups", st, cs.lookups.Load()-before)
+	}
+	// A key never seen valid costs no lookup.
+	g, _ := apikey.Generate()
+	before = cs.lookups.Load()
+	if _, st := c.VerifyKnown(ctx, g.Secret); st != Invalid || cs.lookups.Load() != before {
+		t.Fatal("an unknown key was looked up for a blocked client")
+	}
+	// A revoked key that was valid is looked up and found revoked.
+	if _, err := m.Revoke(ctx, "a1", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, st := c.VerifyKnown(ctx, k.Secret); st != Invalid {
+		t.Fatal("revoked key accepted")
+	}
+}
