@@ -155,6 +155,10 @@ type Cache struct {
 
 	touchMu sync.Mutex
 	touched []*Entry
+	// cooling holds the keys written since coolingSince: their uses are
+	// not recorded again until TouchPrecision has passed.
+	cooling      []*Entry
+	coolingSince time.Time
 
 	// lookupSlots bounds concurrent store lookups.
 	lookupSlots chan struct{}
@@ -443,9 +447,15 @@ func (c *Cache) pruneInvalidations() {
 	})
 }
 
+// TouchPrecision is how stale a key's last-used time may be: a key's use
+// is written at most once per TouchPrecision (plus the flush interval), so
+// that 100,000 busy keys cost a few thousand store writes a minute, not
+// ten thousand a second.
+const TouchPrecision = time.Minute
+
 // Touch records that e was used; the time is written to the store in the
-// next batch (see FlushTouched). Only the first use between two flushes
-// costs more than one atomic load.
+// next batch (see FlushTouched). Only the first use of a key per
+// TouchPrecision costs more than one atomic load.
 func (c *Cache) Touch(e *Entry) {
 	if e.touched.Load() || !e.touched.CompareAndSwap(false, true) {
 		return
@@ -455,21 +465,28 @@ func (c *Cache) Touch(e *Entry) {
 	c.touchMu.Unlock()
 }
 
-// FlushTouched writes the last-used time of the keys used since the last
-// flush, in one batch.
+// FlushTouched writes the last-used time of the keys first used since the
+// last flush, in one batch. Keys written stay marked as used (their later
+// uses are not recorded) until TouchPrecision has passed.
 func (c *Cache) FlushTouched(ctx context.Context) error {
+	now := c.now()
 	c.touchMu.Lock()
 	batch := c.touched
 	c.touched = nil
+	if now.Sub(c.coolingSince) >= TouchPrecision {
+		for _, e := range c.cooling {
+			e.touched.Store(false)
+		}
+		c.cooling, c.coolingSince = nil, now
+	}
+	c.cooling = append(c.cooling, batch...)
 	c.touchMu.Unlock()
 	if len(batch) == 0 {
 		return nil
 	}
-	now := c.now()
 	used := make(map[string]time.Time, len(batch))
 	for _, e := range batch {
 		used[e.KeyID] = now
-		e.touched.Store(false)
 	}
 	return c.store.TouchKeys(ctx, used)
 }

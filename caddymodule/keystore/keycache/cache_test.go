@@ -257,6 +257,21 @@ func TestTouchBatches(t *testing.T) {
 	if err != nil || got.LastUsedAt == nil {
 		t.Fatalf("last used not written: %v %+v", err, got)
 	}
+	// Within TouchPrecision, later uses are not written again...
+	c.Touch(e)
+	if len(c.touched) != 0 {
+		t.Fatal("a use within TouchPrecision was queued")
+	}
+	// ...after it, the next use is.
+	later := time.Now().Add(TouchPrecision + time.Second)
+	c.now = func() time.Time { return later }
+	if err := c.FlushTouched(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Touch(e)
+	if len(c.touched) != 1 {
+		t.Fatal("a use after TouchPrecision was not queued")
+	}
 }
 
 func TestVerifyCachedDoesNotAllocate(t *testing.T) {
