@@ -210,6 +210,7 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 	fmt.Printf("== %s: %s\n", name, describe(name, cfg))
 	var plainRes, spkRes []result
 	lookupsBefore := spk.metric(`spk_store_lookups_total{result="not_found"}`)
+	foundBefore := spk.metric(`spk_store_lookups_total{result="found"}`)
 	for r := range cfg.rounds {
 		order := []*caddyProc{plain, spk}
 		if r%2 == 1 {
@@ -225,6 +226,8 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 	}
 	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
 	report(plainRes, spkRes, name == "attack")
+	fmt.Printf("store lookups that found a key during the spk_auth runs (warm-ups included): %.0f\n",
+		spk.metric(`spk_store_lookups_total{result="found"}`)-foundBefore)
 	for _, r := range append(plainRes, spkRes...) {
 		if r.requests == 0 || r.errors > 0 {
 			return fmt.Errorf("a run had %d requests answered 200 and %d errors: the numbers above are not comparable", r.requests, r.errors)
