@@ -18,11 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
-	"path"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -121,37 +117,11 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// migration is one embedded NNNN_name.up.sql file.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.Glob(migrationFiles, "migrations/*.up.sql")
+// loadMigrations reads the embedded migrations, in order.
+func loadMigrations() ([]keystore.Migration, error) {
+	ms, err := keystore.LoadMigrations(migrationFiles, "migrations/*.up.sql")
 	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		name := strings.TrimSuffix(path.Base(e), ".up.sql")
-		num, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("pgstore: bad migration file name %q", e)
-		}
-		b, err := migrationFiles.ReadFile(e)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i := 1; i < len(ms); i++ {
-		if ms[i].version == ms[i-1].version {
-			return nil, fmt.Errorf("pgstore: duplicate migration version %d", ms[i].version)
-		}
+		return nil, fmt.Errorf("pgstore: %w", err)
 	}
 	return ms, nil
 }
@@ -188,22 +158,22 @@ func migrate(ctx context.Context, cc *pgx.ConnConfig) error {
 	if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&newest); err != nil {
 		return translate(op, err, false)
 	}
-	if len(ms) > 0 && newest > ms[len(ms)-1].version {
-		return fmt.Errorf("pgstore: database schema version %d is newer than this binary supports (%d)", newest, ms[len(ms)-1].version)
+	if len(ms) > 0 && newest > ms[len(ms)-1].Version {
+		return fmt.Errorf("pgstore: database schema version %d is newer than this binary supports (%d)", newest, ms[len(ms)-1].Version)
 	}
 	for _, m := range ms {
-		if m.version <= newest {
+		if m.Version <= newest {
 			continue
 		}
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name)
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
 			return err
 		})
 		if err != nil {
-			return translate("migrate "+m.name, err, false)
+			return translate("migrate "+m.Name, err, false)
 		}
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, migrationLockKey); err != nil {

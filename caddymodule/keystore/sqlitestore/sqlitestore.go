@@ -19,11 +19,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,37 +136,11 @@ func uriEscape(p string) string {
 	return r.Replace(filepath.ToSlash(p))
 }
 
-// migration is one embedded NNNN_name.up.sql file.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.Glob(migrationFiles, "migrations/*.up.sql")
+// loadMigrations reads the embedded migrations, in order.
+func loadMigrations() ([]keystore.Migration, error) {
+	ms, err := keystore.LoadMigrations(migrationFiles, "migrations/*.up.sql")
 	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		name := strings.TrimSuffix(filepath.Base(e), ".up.sql")
-		num, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("sqlitestore: bad migration file name %q", e)
-		}
-		b, err := migrationFiles.ReadFile(e)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i := 1; i < len(ms); i++ {
-		if ms[i].version == ms[i-1].version {
-			return nil, fmt.Errorf("sqlitestore: duplicate migration version %d", ms[i].version)
-		}
+		return nil, fmt.Errorf("sqlitestore: %w", err)
 	}
 	return ms, nil
 }
@@ -192,35 +164,35 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err := db.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&newest); err != nil {
 		return fmt.Errorf("sqlitestore: reading schema version: %w", classify(err, false))
 	}
-	if len(ms) > 0 && newest > ms[len(ms)-1].version {
-		return fmt.Errorf("sqlitestore: database schema version %d is newer than this binary supports (%d)", newest, ms[len(ms)-1].version)
+	if len(ms) > 0 && newest > ms[len(ms)-1].Version {
+		return fmt.Errorf("sqlitestore: database schema version %d is newer than this binary supports (%d)", newest, ms[len(ms)-1].Version)
 	}
 	for _, m := range ms {
 		if err := applyMigration(ctx, db, m); err != nil {
-			return fmt.Errorf("sqlitestore: applying migration %s: %w", m.name, classify(err, false))
+			return fmt.Errorf("sqlitestore: applying migration %s: %w", m.Name, classify(err, false))
 		}
 	}
 	return nil
 }
 
-func applyMigration(ctx context.Context, db *sql.DB, m migration) error {
+func applyMigration(ctx context.Context, db *sql.DB, m keystore.Migration) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.Version).Scan(&n); err != nil {
 		return err
 	}
 	if n > 0 {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-		m.version, m.name, formatTime(time.Now())); err != nil {
+		m.Version, m.Name, formatTime(time.Now())); err != nil {
 		return err
 	}
 	return tx.Commit()
