@@ -80,6 +80,42 @@ func BenchmarkServeHTTPCached(b *testing.B) {
 	}
 }
 
+// BenchmarkServeHTTPCachedSpread is BenchmarkServeHTTPCached with 10,000
+// distinct cached keys used round robin: the working set of a busy gateway
+// rather than one hot key.
+func BenchmarkServeHTTPCachedSpread(b *testing.B) {
+	h, _ := benchHandler(b)
+	m := &keys.Manager{Store: h.cache.Store(), Cache: h.cache}
+	auths := make([][]string, 10_000)
+	for i := range auths {
+		k, err := m.Create(context.Background(), "acct_bench", keys.CreateRequest{Name: "spread"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		auths[i] = []string{"Bearer " + k.Secret}
+	}
+	r := httptest.NewRequest("GET", "http://gw/v1/monitors/42", nil)
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	w := httptest.NewRecorder()
+	for _, a := range auths {
+		r.Header["Authorization"] = a
+		if err := h.ServeHTTP(w, r, okHandler); err != nil {
+			b.Fatal(err)
+		}
+	}
+	h.cache.Wait()
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		r.Header["Authorization"] = auths[i%len(auths)]
+		i++
+		if err := h.ServeHTTP(w, r, okHandler); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkServeHTTPMalformed is a request with a made-up key: refused
 // before any cache or store lookup.
 func BenchmarkServeHTTPMalformed(b *testing.B) {
