@@ -39,6 +39,8 @@ import (
 	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
 	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
 	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+
+	"github.com/spkgate/spkgate/internal/caddybin"
 )
 
 type config struct {
@@ -89,12 +91,9 @@ func main() {
 	defer os.RemoveAll(dir)
 	cfg.workDir = dir
 	if cfg.caddyBin == "" {
-		cfg.caddyBin = filepath.Join(dir, "caddy")
-		log.Printf("building %s", cfg.caddyBin)
-		build := exec.Command("go", "build", "-o", cfg.caddyBin, "./cmd/caddy")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			log.Fatalf("building caddy (run from the repository root): %v", err)
+		log.Printf("building %s", caddybin.Package)
+		if cfg.caddyBin, err = caddybin.Build(dir); err != nil {
+			log.Fatal(err)
 		}
 	}
 	if err := run(cfg); err != nil {

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/spkgate/spkgate/internal/caddybin"
 )
 
 // TestBenchmarkRuns drives every scenario that needs no PostgreSQL once,
@@ -16,10 +15,8 @@ func TestBenchmarkRuns(t *testing.T) {
 		t.Skip("builds Caddy and runs it under load")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "caddy")
-	build := exec.Command("go", "build", "-o", bin, "../caddy")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
+	bin, err := caddybin.Build(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := config{

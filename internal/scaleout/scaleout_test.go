@@ -26,29 +26,14 @@ import (
 	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
 	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
 	"github.com/spkgate/spkgate/internal/pgtest"
+
+	"github.com/spkgate/spkgate/internal/caddybin"
 )
 
 // binary is the gateway, built once from cmd/caddy.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "spkgate-scaleout-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "caddy")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/caddy")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the gateway:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := pgtest.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { caddybin.Main(&binary, func() int { return pgtest.Run(m) }) }
 
 func freePort(t *testing.T) int {
 	t.Helper()
