@@ -298,3 +298,9 @@ func BenchmarkLookupKey(b *testing.B) {
 	s := open(b, pgtest.DSN(b))
 	storetest.BenchmarkLookupKey(b, s)
 }
+
+// BenchmarkTouchKeys measures one flush of last-used times (1,000 keys).
+func BenchmarkTouchKeys(b *testing.B) {
+	s := open(b, pgtest.DSN(b))
+	storetest.BenchmarkTouchKeys(b, s)
+}

@@ -300,3 +300,9 @@ func BenchmarkLookupKey(b *testing.B) {
 	s := openAt(b, filepath.Join(b.TempDir(), "spk.db"))
 	storetest.BenchmarkLookupKey(b, s)
 }
+
+// BenchmarkTouchKeys measures one flush of last-used times (1,000 keys).
+func BenchmarkTouchKeys(b *testing.B) {
+	s := openAt(b, filepath.Join(b.TempDir(), "spk.db"))
+	storetest.BenchmarkTouchKeys(b, s)
+}

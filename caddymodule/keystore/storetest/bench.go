@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spkgate/spkgate/caddymodule/keystore"
 )
@@ -89,4 +90,37 @@ func BenchmarkLookupKey(b *testing.B, s keystore.Store) {
 			}
 		})
 	})
+}
+
+// BenchmarkTouchKeys measures s.TouchKeys as the cache calls it: one flush
+// of 1,000 keys first used since the last one, all with the same time. It
+// reports the cost per key ("ns/key"); a key is written at most once per
+// keycache.TouchPrecision, so per request it costs ns/key divided by the
+// key's uses in that time.
+func BenchmarkTouchKeys(b *testing.B, s keystore.Store) {
+	hashes := Seed(b, s, 10_000)
+	ctx := context.Background()
+	ids := make([]string, len(hashes))
+	for i, h := range hashes {
+		c, err := s.LookupKey(ctx, h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = c.Key.ID
+	}
+	const batch = 1000
+	at := time.Now()
+	i := 0
+	for b.Loop() {
+		used := make(map[string]time.Time, batch)
+		for _, id := range ids[i%len(ids):][:batch] {
+			used[id] = at
+		}
+		i += batch
+		at = at.Add(time.Second)
+		if err := s.TouchKeys(ctx, used); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/key")
 }
