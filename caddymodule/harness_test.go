@@ -43,7 +43,7 @@ type upstream struct {
 	last  seen
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -73,7 +73,7 @@ func (u *upstream) lastSeen() seen {
 
 // gateway is a real Caddy, loaded in this process from a Caddyfile.
 type gateway struct {
-	t        *testing.T
+	t        testing.TB
 	base     string // http://127.0.0.1:port
 	admin    string // http://127.0.0.1:port
 	upstream *upstream
@@ -81,7 +81,7 @@ type gateway struct {
 	caddyCfg string
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -94,7 +94,7 @@ func freePort(t *testing.T) int {
 // startGateway loads a Caddy whose site runs spk_auth with the given block
 // in front of a fresh upstream. storage is the line for the spk option
 // (e.g. "storage sqlite /tmp/x.db").
-func startGateway(t *testing.T, storage, authBlock string) *gateway {
+func startGateway(t testing.TB, storage, authBlock string) *gateway {
 	t.Helper()
 	if storage == "" {
 		storage = "storage sqlite " + filepath.Join(t.TempDir(), "spk.db")
