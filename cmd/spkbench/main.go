@@ -16,7 +16,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -58,6 +60,11 @@ type config struct {
 	caddyCPU  string
 	loadCPU   string
 	workDir   string
+	// rate, when positive, sends the legitimate requests open loop at this
+	// many per second (latency counted from when each was due).
+	rate int
+	// trials is the number of revocations the propagation scenario times.
+	trials int
 }
 
 func main() {
@@ -65,7 +72,7 @@ func main() {
 	var cfg config
 	var scen string
 	flag.StringVar(&cfg.caddyBin, "caddy", "", "Caddy binary with spkgate (default: go build ./cmd/caddy)")
-	flag.StringVar(&scen, "scenarios", "hot,spread,attack", "comma-separated: hot, spread, attack, million")
+	flag.StringVar(&scen, "scenarios", "hot,spread,attack", "comma-separated: hot, spread, attack, million, propagation")
 	flag.StringVar(&cfg.store, "store", "sqlite", "key store: sqlite or postgres")
 	flag.StringVar(&cfg.dsn, "dsn", os.Getenv("SPK_DATABASE_URL"), "PostgreSQL DSN for -store postgres")
 	flag.IntVar(&cfg.conns, "conns", 64, "concurrent connections")
@@ -77,6 +84,8 @@ func main() {
 	flag.IntVar(&cfg.active, "active", 100_000, "keys used in the million scenario")
 	flag.StringVar(&cfg.caddyCPU, "caddy-cpu", "1", "CPU list for the Caddy processes (taskset); empty: no pinning")
 	flag.StringVar(&cfg.loadCPU, "load-cpu", "0", "CPU list for the load generator and upstream (taskset); empty: no pinning")
+	flag.IntVar(&cfg.rate, "rate", 0, "requests/s sent open loop, below saturation, to measure added latency (0: closed loop, as fast as Caddy answers)")
+	flag.IntVar(&cfg.trials, "trials", 100, "revocations timed by the propagation scenario")
 	flag.Parse()
 	cfg.scenarios = strings.Split(scen, ",")
 	if os.Getenv("SPKBENCH_PINNED") == "" && runtime.NumCPU() < 2 {
@@ -137,10 +146,14 @@ func run(cfg config) error {
 
 	fmt.Printf("spkbench %s, %s, Caddy on CPU %q, load generator and upstream on CPU %q\n",
 		time.Now().UTC().Format("2006-01-02"), cpuModel(), cfg.caddyCPU, cfg.loadCPU)
-	fmt.Printf("%d connections, %s per run after %s warm-up, %d interleaved rounds, store %s\n\n",
-		cfg.conns, cfg.duration, cfg.warmup, cfg.rounds, cfg.store)
+	load := "closed loop (each connection sends its next request when the last is answered)"
+	if cfg.rate > 0 {
+		load = fmt.Sprintf("open loop at %d requests/s (latency counted from when each request was due)", cfg.rate)
+	}
+	fmt.Printf("%d connections, %s per run after %s warm-up, %d interleaved rounds, store %s\nload: %s\n\n",
+		cfg.conns, cfg.duration, cfg.warmup, cfg.rounds, cfg.store, load)
 
-	plain, err := startCaddy(cfg, "plain", up.Addr().String(), "")
+	plain, err := startCaddy(cfg, "plain", up.Addr().String(), "", "")
 	if err != nil {
 		return err
 	}
@@ -167,6 +180,13 @@ func cpuModel() string {
 	return runtime.GOARCH
 }
 
+// series is one Caddy under test and its results, round by round.
+type series struct {
+	name    string
+	proc    *caddyProc
+	results []result
+}
+
 func scenario(cfg config, name string, plain *caddyProc, upstream string) error {
 	storeDir := filepath.Join(cfg.workDir, name)
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
@@ -188,17 +208,32 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 		secrets, err = seed(cfg, storeDir, cfg.keys, cfg.keys)
 	case "million":
 		secrets, err = seed(cfg, storeDir, cfg.stored, cfg.active)
+	case "propagation":
+		return propagation(cfg, storage, upstream)
 	default:
-		return fmt.Errorf("unknown scenario (known: hot, spread, attack, million)")
+		return fmt.Errorf("unknown scenario (known: hot, spread, attack, million, propagation)")
 	}
 	if err != nil {
 		return err
 	}
-	spk, err := startCaddy(cfg, "spk-"+name, upstream, storage)
+	spk, err := startCaddy(cfg, "spk-"+name, upstream, storage, spkAuth)
 	if err != nil {
 		return err
 	}
 	defer spk.stop()
+
+	all := []*series{{name: "reverse_proxy", proc: plain}}
+	if name == "hot" {
+		// The same header edits as spk_auth, by Caddy's request_header and
+		// without any check: what the identity-header contract costs.
+		hdr, err := startCaddy(cfg, "headers", upstream, "", headersOnly)
+		if err != nil {
+			return err
+		}
+		defer hdr.stop()
+		all = append(all, &series{name: "request_header+reverse_proxy", proc: hdr})
+	}
+	all = append(all, &series{name: "spk_auth+reverse_proxy", proc: spk})
 
 	attack := false
 	legitConns := cfg.conns
@@ -207,38 +242,32 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 		legitConns = cfg.conns / 2
 	}
 	fmt.Printf("== %s: %s\n", name, describe(name, cfg))
-	var plainRes, spkRes []result
 	lookupsBefore := spk.metric(`spk_store_lookups_total{result="not_found"}`)
 	foundBefore := spk.metric(`spk_store_lookups_total{result="found"}`)
 	for r := range cfg.rounds {
-		order := []*caddyProc{plain, spk}
-		if r%2 == 1 {
-			order = []*caddyProc{spk, plain}
-		}
-		for _, p := range order {
-			// Both Caddys get the same requests, keys included: the
-			// only difference between the runs is spk_auth.
-			res := drive(cfg, p, legitConns, secrets, attack)
-			if p == plain {
-				plainRes = append(plainRes, res)
-			} else {
-				spkRes = append(spkRes, res)
-			}
+		// Interleaved: each round starts with a different Caddy.
+		for k := range all {
+			s := all[(r+k)%len(all)]
+			// Every Caddy gets the same requests, keys included: the
+			// only difference between the runs is what the Caddy does.
+			s.results = append(s.results, drive(cfg, s.proc, legitConns, secrets, attack))
 		}
 	}
 	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
-	report(plainRes, spkRes, name == "attack")
+	report(all, attack)
 	fmt.Printf("store lookups that found a key during the spk_auth runs (warm-ups included): %.0f\n",
 		spk.metric(`spk_store_lookups_total{result="found"}`)-foundBefore)
-	for _, r := range append(plainRes, spkRes...) {
-		if r.requests == 0 || r.errors > 0 {
-			return fmt.Errorf("a run had %d requests answered 200 and %d errors: the numbers above are not comparable", r.requests, r.errors)
+	for _, s := range all {
+		for _, r := range s.results {
+			if r.requests == 0 || r.errors > 0 {
+				return fmt.Errorf("a run of %s had %d requests answered 200 and %d errors: the numbers above are not comparable", s.name, r.requests, r.errors)
+			}
 		}
 	}
 	if name == "attack" {
 		var attackReqs int64
 		var secs float64
-		for _, r := range spkRes {
+		for _, r := range all[len(all)-1].results {
 			attackReqs += r.attackRequests
 			secs += r.elapsed.Seconds()
 		}
@@ -259,6 +288,8 @@ func describe(name string, cfg config) string {
 		return "half the connections: a cached key; the other half: 50% random well-formed unknown keys, 50% bad checksums"
 	case "million":
 		return fmt.Sprintf("%d keys stored, %d used round robin", cfg.stored, cfg.active)
+	case "propagation":
+		return "three spk_auth Caddys on one store: a key hot in all three is revoked through A's admin API; time until B and C refuse it"
 	}
 	return ""
 }
@@ -373,20 +404,31 @@ func freePort() int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startCaddy starts a Caddy proxying to upstream; with a storage line it
-// runs spk_auth in front of the proxy. Both sides keep 1024 idle
+// The directives in front of reverse_proxy in the Caddys under test.
+const (
+	spkAuth = "spk_auth {\n\t\tpolicy statuspage\n\t}"
+	// headersOnly makes spk_auth's header edits for a full-access key,
+	// with no check.
+	headersOnly = `request_header -Authorization
+	request_header X-Spk-Account-Id acct_bench_1795600000000000000
+	request_header X-Spk-Key-Id key_01JDBENCH0000000000000000
+	request_header X-Spk-Scopes *
+	request_header X-Spk-Plan pro`
+)
+
+// startCaddy starts a Caddy proxying to upstream, with directives in front
+// of the proxy and, with a storage line, the spk app. All keep 1024 idle
 // connections per upstream (Caddy's default of 32 makes reverse_proxy open
 // a connection per request under this load).
-func startCaddy(cfg config, name, upstream, storage string) (*caddyProc, error) {
+func startCaddy(cfg config, name, upstream, storage, directives string) (*caddyProc, error) {
 	port, adminPort := freePort(), freePort()
 	dir := filepath.Join(cfg.workDir, "caddy-"+name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	var global, auth string
+	var global string
 	if storage != "" {
 		global = "spk {\n\t\t" + storage + "\n\t}"
-		auth = "spk_auth {\n\t\tpolicy statuspage\n\t}"
 	}
 	caddyfile := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -402,7 +444,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, adminPort, dir, global, port, auth, upstream)
+`, adminPort, dir, global, port, directives, upstream)
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(caddyfile), 0o600); err != nil {
 		return nil, err
@@ -496,6 +538,28 @@ type result struct {
 
 const clockTick = 10 * time.Millisecond // USER_HZ on Linux
 
+// pace sends the due time of each request at rate per second until stop,
+// then closes tickets. A request that finds no free connection waits in
+// the channel, and its wait counts as latency.
+func pace(tickets chan<- time.Time, rate int, stop *atomic.Bool) {
+	defer close(tickets)
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	sent := 0
+	for !stop.Load() {
+		due := int(time.Since(start) / interval)
+		for ; sent <= due; sent++ {
+			select {
+			case tickets <- start.Add(time.Duration(sent) * interval):
+			default:
+				// Over 65,536 requests behind: the Caddy cannot keep up
+				// with the rate, and that shows as latency already.
+			}
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
 // drive sends GET /v1/monitors/42 over conns connections for the warm-up
 // and the measured duration. With secrets, requests carry them round
 // robin; with attack, the remaining connections send a new random key with
@@ -512,6 +576,14 @@ func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool) r
 	lat := make([][]time.Duration, conns)
 	var attackCount, errCount atomic.Int64
 	var wg sync.WaitGroup
+	// Open loop: a pacer hands out the times at which requests are due,
+	// and latency counts from then, so a slow answer that delays the next
+	// requests shows in their latency too (no coordinated omission).
+	var tickets chan time.Time
+	if cfg.rate > 0 {
+		tickets = make(chan time.Time, 1<<16)
+		go pace(tickets, cfg.rate, &stop)
+	}
 	worker := func(keysList []string, record []time.Duration, out *[]time.Duration, isAttack bool) {
 		defer wg.Done()
 		req, _ := http.NewRequest("GET", url, nil)
@@ -523,6 +595,13 @@ func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool) r
 				req.Header.Set("Authorization", "Bearer "+keysList[next.Add(1)%uint64(len(keysList))])
 			}
 			t0 := time.Now()
+			if tickets != nil && !isAttack {
+				due, ok := <-tickets
+				if !ok {
+					break
+				}
+				t0 = due
+			}
 			resp, err := client.Do(req)
 			d := time.Since(t0)
 			if err != nil {
@@ -606,30 +685,148 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func report(plain, spk []result, attack bool) {
+func report(all []*series, attack bool) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "\tround\treq/s\tp50\tp99\tCPU/req\terrors\t")
-	for i := range plain {
-		for _, row := range []struct {
-			name string
-			r    result
-		}{{"reverse_proxy", plain[i]}, {"spk_auth+reverse_proxy", spk[i]}} {
-			fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t\n", row.name, i+1, float64(row.r.requests)/row.r.elapsed.Seconds(),
-				us(row.r.p50), us(row.r.p99), us(row.r.cpuPerReq), row.r.errors)
+	for i := range all[0].results {
+		for _, s := range all {
+			r := s.results[i]
+			fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t\n", s.name, i+1, float64(r.requests)/r.elapsed.Seconds(),
+				us(r.p50), us(r.p99), us(r.cpuPerReq), r.errors)
 		}
 	}
-	prps, pp50, pp99, pcpu, perr := summarize(plain)
-	srps, sp50, sp99, scpu, serr := summarize(spk)
-	fmt.Fprintf(w, "reverse_proxy\tall\t%.0f\t%s\t%s\t%s\t%d\t\n", prps, us(pp50), us(pp99), us(pcpu), perr)
-	fmt.Fprintf(w, "spk_auth+reverse_proxy\tall\t%.0f\t%s\t%s\t%s\t%d\t\n", srps, us(sp50), us(sp99), us(scpu), serr)
-	w.Flush()
-	if attack {
-		fmt.Printf("legitimate requests under attack: p50 %+.0fµs, p99 %+.0fµs against reverse_proxy alone (req/s and CPU/req of the spk rows count only the legitimate half and all requests, respectively)\n",
-			float64(sp50-pp50)/1e3, float64(sp99-pp99)/1e3)
-		return
+	type sum struct {
+		rps           float64
+		p50, p99, cpu time.Duration
 	}
-	fmt.Printf("throughput ratio %.3f (%+.1f%%), p99 %+.0fµs, CPU per request %+.1fµs (%+.1f%%)\n",
-		srps/prps, (srps/prps-1)*100, float64(sp99-pp99)/1e3, float64(scpu-pcpu)/1e3, (float64(scpu)/float64(pcpu)-1)*100)
+	sums := make([]sum, len(all))
+	for k, s := range all {
+		rps, p50, p99, cpu, errs := summarize(s.results)
+		sums[k] = sum{rps, p50, p99, cpu}
+		fmt.Fprintf(w, "%s\tall\t%.0f\t%s\t%s\t%s\t%d\t\n", s.name, rps, us(p50), us(p99), us(cpu), errs)
+	}
+	w.Flush()
+	base := sums[0]
+	for k, s := range all[1:] {
+		c := sums[k+1]
+		if attack {
+			fmt.Printf("legitimate requests under attack (%s): p50 %+.0fµs, p99 %+.0fµs against %s (req/s counts only the legitimate half; CPU/req divides by all requests)\n",
+				s.name, float64(c.p50-base.p50)/1e3, float64(c.p99-base.p99)/1e3, all[0].name)
+			continue
+		}
+		fmt.Printf("%s against %s: throughput ratio %.3f (%+.1f%%), p50 %+.0fµs, p99 %+.0fµs, CPU per request %+.1fµs (%+.1f%%)\n",
+			s.name, all[0].name, c.rps/base.rps, (c.rps/base.rps-1)*100, float64(c.p50-base.p50)/1e3, float64(c.p99-base.p99)/1e3,
+			float64(c.cpu-base.cpu)/1e3, (float64(c.cpu)/float64(base.cpu)-1)*100)
+	}
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/1e3) }
+
+// propagation starts three spk_auth Caddys on one store and times, over
+// cfg.trials revocations through A's admin API, how long B and C keep
+// accepting a key that was hot in their caches.
+func propagation(cfg config, storage, upstream string) error {
+	fmt.Printf("== propagation: %s\n", describe("propagation", cfg))
+	var procs []*caddyProc
+	for _, n := range []string{"A", "B", "C"} {
+		p, err := startCaddy(cfg, "propagation-"+n, upstream, storage, spkAuth)
+		if err != nil {
+			return err
+		}
+		defer p.stop()
+		procs = append(procs, p)
+	}
+	a := procs[0]
+	account := fmt.Sprintf("acct_propagation_%d", time.Now().UnixNano())
+	if err := a.adminJSON("PUT", "/spk/accounts/"+account+"/plan", keys.PlanRequest{Plan: "pro"}, nil); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	var worst, each []time.Duration
+	for range cfg.trials {
+		var k keys.Created
+		if err := a.adminJSON("POST", "/spk/accounts/"+account+"/keys", keys.CreateRequest{Name: "propagation", Scopes: []string{}}, &k); err != nil {
+			return err
+		}
+		for _, p := range procs {
+			if st := p.status(client, k.Secret); st != http.StatusOK {
+				return fmt.Errorf("new key on %s: status %d", p.name, st)
+			}
+		}
+		if err := a.adminJSON("DELETE", "/spk/keys/"+k.ID, nil, nil); err != nil {
+			return err
+		}
+		revoked := time.Now()
+		var slowest time.Duration
+		for _, p := range procs[1:] {
+			for p.status(client, k.Secret) != http.StatusUnauthorized {
+				if time.Since(revoked) > 10*time.Second {
+					return fmt.Errorf("%s still accepts a key revoked 10 s ago", p.name)
+				}
+			}
+			d := time.Since(revoked)
+			each = append(each, d)
+			slowest = max(slowest, d)
+		}
+		worst = append(worst, slowest)
+	}
+	pct := func(ds []time.Duration, q int) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[min(len(s)-1, len(s)*q/100)]
+	}
+	how := "the change log, read every second"
+	if cfg.store == "postgres" {
+		how = "LISTEN/NOTIFY, with the change log as backstop"
+	}
+	fmt.Printf("%d revocations, carried by %s\n", len(worst), how)
+	fmt.Printf("until B or C refuses (each instance): p50 %s, p99 %s, max %s\n", ms(pct(each, 50)), ms(pct(each, 99)), ms(pct(each, 100)))
+	fmt.Printf("until both refuse (each revocation):   p50 %s, p99 %s, max %s\n\n", ms(pct(worst, 50)), ms(pct(worst, 99)), ms(pct(worst, 100)))
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/1e6) }
+
+// status sends one API request with key and returns the status.
+func (p *caddyProc) status(client *http.Client, key string) int {
+	req, _ := http.NewRequest("GET", p.base+"/v1/monitors/42", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// adminJSON calls the spk admin API of p; a status other than 2xx is an
+// error.
+func (p *caddyProc) adminJSON(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, p.admin+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s on %s: %s %s", method, path, p.name, resp.Status, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
