@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,10 @@ type Entry struct {
 	known     bool
 	expiresAt int64 // unix nanoseconds; 0 = never
 	touched   atomic.Bool
+	// refreshAt (unix nanoseconds) is when a hit starts reloading the
+	// entry in the background, before it expires; 0 = never.
+	refreshAt  int64
+	refreshing atomic.Bool
 
 	// KeyID is the key's public id.
 	KeyID string
@@ -260,9 +265,47 @@ func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
 	}
 	h := apikey.Hash(key)
 	if e, ok := c.lru.Get(slot(&h)); ok && e.hash == h && c.fresh(e) {
-		return c.answer(e)
+		return c.hit(e)
 	}
 	return c.miss(ctx, h)
+}
+
+// hit answers from a cached entry and, when the entry is near the end of
+// its lifetime, reloads it in the background: a key in use is reloaded
+// before it expires instead of costing one of its requests a store
+// lookup, and the lookups of keys first cached together (at start, or
+// after the whole cache was dropped) do not all fall due in the same
+// second.
+func (c *Cache) hit(e *Entry) (*Entry, Status) {
+	if !e.known {
+		return nil, Invalid
+	}
+	now := c.now().UnixNano()
+	if e.expiresAt != 0 && now >= e.expiresAt {
+		return nil, Invalid
+	}
+	if e.refreshAt != 0 && now >= e.refreshAt && e.refreshing.CompareAndSwap(false, true) {
+		go c.refresh(e.hash)
+	}
+	return e, Valid
+}
+
+// refresh reloads a cached key, without waiting for a free lookup slot:
+// when the store is busy the entry simply expires and its next request
+// loads it.
+func (c *Cache) refresh(h keystore.Hash) {
+	// A key of its own: a miss for the same key must not share a
+	// refresh's give-up on a busy store.
+	c.group.Do("refresh:"+string(h[:]), func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.QueryTimeout)
+		defer cancel()
+		for range 3 {
+			if _, err := c.load(ctx, h, false); err != errRetry {
+				break
+			}
+		}
+		return nil, nil
+	})
 }
 
 func (c *Cache) answer(e *Entry) (*Entry, Status) {
@@ -295,7 +338,7 @@ func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.QueryTimeout)
 		defer cancel()
 		for range 3 {
-			e, err := c.load(qctx, h)
+			e, err := c.load(qctx, h, true)
 			if err == errRetry {
 				continue
 			}
@@ -309,16 +352,32 @@ func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
 	return c.answer(v.(*Entry))
 }
 
+// errBusy: a background refresh found no free lookup slot.
+var errBusy = errors.New("no free lookup slot")
+
+// RefreshAhead is the part of a positive entry's lifetime after which a
+// hit reloads it in the background (see Cache.hit).
+const RefreshAhead = 0.75
+
 // load queries the store and caches the answer, unless an invalidation
-// touching it happened while the query ran (errRetry).
-func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
-	select {
-	case c.lookupSlots <- struct{}{}:
-		defer func() { <-c.lookupSlots }()
-	case <-ctx.Done():
-		c.stats.failed.Add(1)
-		return nil, keystore.ErrUnavailable
+// touching it happened while the query ran (errRetry). Without wait it
+// gives up at once when every lookup slot is taken (errBusy).
+func (c *Cache) load(ctx context.Context, h keystore.Hash, wait bool) (*Entry, error) {
+	if wait {
+		select {
+		case c.lookupSlots <- struct{}{}:
+		case <-ctx.Done():
+			c.stats.failed.Add(1)
+			return nil, keystore.ErrUnavailable
+		}
+	} else {
+		select {
+		case c.lookupSlots <- struct{}{}:
+		default:
+			return nil, errBusy
+		}
 	}
+	defer func() { <-c.lookupSlots }()
 	epoch := c.epoch.Load()
 	loadedAt := c.now().UnixNano()
 	c.stats.lookups.Add(1)
@@ -356,7 +415,12 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
 		return nil, errRetry
 	}
 	ttl := time.Duration(c.ttl.Load())
-	if !e.known {
+	if e.known {
+		// Up to a tenth shorter, so that keys cached together do not
+		// expire together; refreshed from RefreshAhead of that on.
+		ttl -= rand.N(ttl / 10)
+		e.refreshAt = loadedAt + int64(float64(ttl)*RefreshAhead)
+	} else {
 		ttl = time.Duration(c.negTTL.Load())
 	}
 	c.lru.SetWithTTL(slot(&h), e, 1, ttl)
@@ -518,7 +582,7 @@ func (c *Cache) VerifyKnown(ctx context.Context, key string) (*Entry, Status) {
 	}
 	h := apikey.Hash(key)
 	if e, ok := c.lru.Get(slot(&h)); ok && e.hash == h && c.fresh(e) {
-		return c.answer(e)
+		return c.hit(e)
 	}
 	if prev, ok := c.recent.Get(slot(&h)); ok && prev == h {
 		return c.miss(ctx, h)

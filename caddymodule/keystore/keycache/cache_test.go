@@ -336,3 +336,90 @@ func TestVerifyKnownLooksUpOnlyRecentlyValidKeys(t *testing.T) {
 		t.Fatal("revoked key accepted")
 	}
 }
+
+// A key in use is reloaded in the background before its entry expires: the
+// requests that find it near its end are answered from the cache, the
+// store sees one more lookup however many they are, and what the store
+// says then (here: revoked behind the cache's back) is what later
+// requests get.
+func TestRefreshAhead(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	k := create(t, m, "a1")
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	c.lru.Wait()
+	// Revoked in the store only: no invalidation reaches this cache.
+	if _, _, err := cs.Store.RevokeKey(ctx, "a1", k.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// Before RefreshAhead of the shortest lifetime: no reload.
+	clock.Add(int64(float64(DefaultTTL) * 0.9 * RefreshAhead * 0.99))
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused before its entry's end")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := cs.lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups before the refresh point, want 1", n)
+	}
+
+	// After it: still answered from the cache, and reloaded once.
+	clock.Store(time.Now().Add(DefaultTTL * 8 / 10).UnixNano())
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, st := c.Verify(ctx, k.Secret); st != Valid {
+				t.Error("a cached key was refused while its reload ran")
+			}
+		})
+	}
+	wg.Wait()
+	// The reload runs in the background: poll (polling is hits, which
+	// start no second reload).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.lru.Wait()
+		if _, st := c.Verify(ctx, k.Secret); st == Invalid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reload did not replace the entry: the revoked key is still accepted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := cs.lookups.Load(); n != 2 {
+		t.Fatalf("%d lookups, want 2 (one load, one reload)", n)
+	}
+}
+
+// A reload finds no free lookup slot: it gives up instead of queueing
+// behind misses, and the entry keeps answering until it expires.
+func TestRefreshAheadGivesWayToMisses(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	k := create(t, m, "a1")
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	c.lru.Wait()
+	for range cap(c.lookupSlots) {
+		c.lookupSlots <- struct{}{}
+	}
+	later := time.Now().Add(DefaultTTL * 8 / 10)
+	c.now = func() time.Time { return later }
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := cs.lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups with every slot taken, want 1", n)
+	}
+	for range cap(c.lookupSlots) {
+		<-c.lookupSlots
+	}
+}
