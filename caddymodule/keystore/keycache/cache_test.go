@@ -368,8 +368,10 @@ func TestRefreshAhead(t *testing.T) {
 		t.Fatalf("%d lookups before the refresh point, want 1", n)
 	}
 
-	// After it: still answered from the cache, and reloaded once.
+	// After it: still answered from the cache while the reload runs (held
+	// here until every request was answered), and reloaded once.
 	clock.Store(time.Now().Add(DefaultTTL * 8 / 10).UnixNano())
+	cs.hold = make(chan chan struct{})
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
@@ -379,6 +381,12 @@ func TestRefreshAhead(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	select {
+	case release := <-cs.hold:
+		close(release)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload started")
+	}
 	// The reload runs in the background: poll (polling is hits, which
 	// start no second reload).
 	deadline := time.Now().Add(5 * time.Second)
