@@ -240,13 +240,26 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	r.Header[hdrKeyID] = vals[1:2:2]
 	r.Header[hdrScopes] = vals[2:3:3]
 	r.Header[hdrPlan] = vals[3:4:4]
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", e.AccountAny)
-	repl.Set("http.auth.user.key_id", e.KeyAny)
-	repl.Set("http.auth.user.scopes", e.ScopesAny)
-	repl.Set("http.auth.user.plan", e.PlanAny)
+	setPlaceholders(r, e)
 	h.cache.Touch(e)
 	return next.ServeHTTP(w, r)
+}
+
+// setPlaceholders makes the key's identity the answer to the
+// {http.auth.user.*} placeholders. The entry's provider joins the
+// replacer's list (within the capacity Caddy leaves, so no allocation);
+// its values are boxed only if something reads them. Static values win
+// over providers, so ones set earlier on the route (basic_auth) are
+// removed first, as a Set would have replaced them.
+func setPlaceholders(r *http.Request, e *keycache.Entry) {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if _, set := repl.Get(keycache.PlaceholderAccount); set {
+		for _, name := range [...]string{keycache.PlaceholderAccount, keycache.PlaceholderKeyID,
+			keycache.PlaceholderScopes, keycache.PlaceholderPlan} {
+			repl.Delete(name)
+		}
+	}
+	repl.Map(e.Placeholders)
 }
 
 func (h *Auth) refuse(w http.ResponseWriter, r *http.Request, resp *response) error {

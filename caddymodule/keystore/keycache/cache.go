@@ -50,7 +50,7 @@ const (
 )
 
 // Entry is a verified key as the request path needs it. Its header values
-// and placeholder values are built once when the entry is filled, so a
+// and placeholder provider are built once when the entry is filled, so a
 // request served from the cache allocates nothing for them.
 type Entry struct {
 	hash      keystore.Hash
@@ -75,8 +75,33 @@ type Entry struct {
 	// ScopesHeader is the X-Spk-Scopes value ("*" for full access).
 	ScopesHeader string
 
-	// Placeholder values, boxed once.
-	AccountAny, KeyAny, ScopesAny, PlanAny any
+	// Placeholders answers the identity placeholders of the key
+	// (PlaceholderAccount and the three others) and nothing else, in the
+	// shape of caddy.ReplacerFunc. It is built once per entry, so a
+	// handler can add it to a request's replacer without allocating.
+	Placeholders func(name string) (value any, ok bool)
+}
+
+// The placeholders an Entry answers.
+const (
+	PlaceholderAccount = "http.auth.user.id"
+	PlaceholderKeyID   = "http.auth.user.key_id"
+	PlaceholderScopes  = "http.auth.user.scopes"
+	PlaceholderPlan    = "http.auth.user.plan"
+)
+
+func (e *Entry) placeholder(name string) (any, bool) {
+	switch name {
+	case PlaceholderAccount:
+		return e.AccountID, true
+	case PlaceholderKeyID:
+		return e.KeyID, true
+	case PlaceholderScopes:
+		return e.ScopesHeader, true
+	case PlaceholderPlan:
+		return e.Plan, true
+	}
+	return nil, false
 }
 
 // Config tunes a Cache.
@@ -432,22 +457,28 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash, wait bool) (*Entry, e
 
 func newEntry(h keystore.Hash, epoch uint64, cred *keystore.Credential) *Entry {
 	k := &cred.Key
+	// Few objects per entry, so that a cache of many keys adds little to
+	// every garbage collection's marking: the four strings share one
+	// allocation, and placeholder values are boxed only when read.
+	scopes := scope.Header(k.Scopes)
+	all := k.AccountID + k.ID + scopes + cred.Plan
+	i, j, l := len(k.AccountID), len(k.AccountID)+len(k.ID), len(k.AccountID)+len(k.ID)+len(scopes)
 	e := &Entry{
 		hash:         h,
 		epoch:        epoch,
 		known:        true,
-		KeyID:        k.ID,
-		AccountID:    k.AccountID,
-		Plan:         cred.Plan,
-		ScopesHeader: scope.Header(k.Scopes),
+		AccountID:    all[:i],
+		KeyID:        all[i:j],
+		ScopesHeader: all[j:l],
+		Plan:         all[l:],
 	}
+	e.Placeholders = e.placeholder
 	if k.ExpiresAt != nil {
 		e.expiresAt = k.ExpiresAt.UnixNano()
 	}
 	if s, err := scope.Parse(k.Scopes); err == nil {
 		e.Scopes = s
 	} // an unknown stored scope grants nothing (e.Scopes stays 0)
-	e.AccountAny, e.KeyAny, e.ScopesAny, e.PlanAny = e.AccountID, e.KeyID, e.ScopesHeader, e.Plan
 	return e
 }
 
