@@ -59,6 +59,8 @@ const (
 	returningColumns = `id, account_id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at`
 )
 
+// lookupSQL is the gateway's cold path: one probe of the unique key_hash
+// index (TestLookupUsesTheIndex).
 const lookupSQL = `SELECT ` + keyColumns + `, coalesce(a.plan, '')
 	FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
 	WHERE k.key_hash = ?`
