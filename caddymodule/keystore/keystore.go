@@ -86,6 +86,9 @@ func (c *Credential) Usable(now time.Time) bool {
 	return c.Key.ExpiresAt == nil || now.Before(*c.Key.ExpiresAt)
 }
 
+// MaxLookupBatch bounds the hashes of one LookupKeys call.
+const MaxLookupBatch = 256
+
 // ChangeKind says what a Change invalidates.
 type ChangeKind string
 
@@ -161,6 +164,10 @@ type Store interface {
 	// query. Revoked and expired keys are returned too (the caller decides);
 	// an unknown hash is ErrNotFound.
 	LookupKey(ctx context.Context, h Hash) (Credential, error)
+	// LookupKeys is LookupKey for up to MaxLookupBatch hashes in one
+	// query, for reloading cached keys: the credentials of the hashes
+	// found (revoked and expired keys too); unknown hashes are absent.
+	LookupKeys(ctx context.Context, hashes []Hash) (map[Hash]Credential, error)
 	// ListKeys returns the account's keys that are not revoked, newest first.
 	ListKeys(ctx context.Context, accountID string) ([]Key, error)
 	// GetKey returns one key by id. With a non-empty accountID, a key of

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -148,6 +149,53 @@ func (s *Store) LookupKey(ctx context.Context, h keystore.Hash) (keystore.Creden
 	}
 	c.Key = k
 	return c, nil
+}
+
+// LookupKeys finds many keys by hash in one query: one probe of the
+// key_hash index per hash.
+func (s *Store) LookupKeys(ctx context.Context, hashes []keystore.Hash) (map[keystore.Hash]keystore.Credential, error) {
+	const op = "lookup keys"
+	if len(hashes) > keystore.MaxLookupBatch {
+		return nil, invalid(op, fmt.Sprintf("%d hashes, at most %d", len(hashes), keystore.MaxLookupBatch))
+	}
+	if err := s.closedErr(op); err != nil {
+		return nil, err
+	}
+	found := make(map[keystore.Hash]keystore.Credential, len(hashes))
+	if len(hashes) == 0 {
+		return found, nil
+	}
+	ctx, cancel := withTimeout(ctx, QueryTimeout)
+	defer cancel()
+	raw := make([][]byte, len(hashes))
+	for i := range hashes {
+		raw[i] = hashes[i][:]
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+`, coalesce(a.plan, ''), k.key_hash
+		FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
+		WHERE k.key_hash = ANY($1)`, raw)
+	if err != nil {
+		return nil, s.errorf(op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c keystore.Credential
+		var hb []byte
+		k, err := scanKey(rows, &c.Plan, &hb)
+		if err != nil {
+			return nil, s.errorf(op, err)
+		}
+		h, err := toHash(hb)
+		if err != nil {
+			return nil, s.errorf(op, err)
+		}
+		c.Key = k
+		found[h] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.errorf(op, err)
+	}
+	return found, nil
 }
 
 // ListKeys returns the account's keys that are not revoked, newest first.

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"CreateDefaults", testCreateDefaults},
 		{"CreateValidation", testCreateValidation},
 		{"LookupUnknown", testLookupUnknown},
+		{"LookupKeys", testLookupKeys},
 		{"ListKeys", testListKeys},
 		{"GetKey", testGetKey},
 		{"AccountIsolation", testAccountIsolation},
@@ -299,6 +300,58 @@ func testLookupUnknown(t *testing.T, s keystore.Store) {
 	wantErr(t, "LookupKey(unknown)", err, keystore.ErrNotFound)
 	if errors.Is(err, keystore.ErrUnavailable) {
 		t.Errorf("unknown key also reported as unavailable: %v", err)
+	}
+}
+
+// LookupKeys answers for many hashes what LookupKey answers for each:
+// revoked keys included with their revocation, plans included, unknown
+// hashes absent; nothing for an empty batch, and an error for one over
+// MaxLookupBatch.
+func testLookupKeys(t *testing.T, s keystore.Store) {
+	ctx := ctxFor(t)
+	a1, a2 := newAccount(), newAccount()
+	if _, err := s.SetPlan(ctx, a1, "business"); err != nil {
+		t.Fatal(err)
+	}
+	k1, k2, k3 := NewKey(a1, "monitors:read"), NewKey(a1), NewKey(a2, "incidents:write")
+	for _, nk := range []keystore.NewKey{k1, k2, k3} {
+		create(t, s, nk)
+	}
+	if _, _, err := s.RevokeKey(ctx, a1, k2.ID); err != nil {
+		t.Fatal(err)
+	}
+	unknown := NewHash()
+	got, err := s.LookupKeys(ctx, []keystore.Hash{k1.Hash, k2.Hash, unknown, k3.Hash})
+	if err != nil {
+		t.Fatalf("LookupKeys: %v", err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("LookupKeys found %d keys, want 3", len(got))
+	}
+	if _, ok := got[unknown]; ok {
+		t.Error("an unknown hash was found")
+	}
+	for _, nk := range []keystore.NewKey{k1, k2, k3} {
+		one, err := s.LookupKey(ctx, nk.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		many := got[nk.Hash]
+		checkKey(t, many.Key, nk)
+		if many.Plan != one.Plan || (many.Key.RevokedAt == nil) != (one.Key.RevokedAt == nil) {
+			t.Errorf("key %s: LookupKeys says plan %q revoked %v, LookupKey plan %q revoked %v",
+				nk.ID, many.Plan, many.Key.RevokedAt, one.Plan, one.Key.RevokedAt)
+		}
+	}
+	if got[k1.Hash].Plan != "business" || got[k2.Hash].Key.RevokedAt == nil {
+		t.Errorf("plan %q, revoked %v", got[k1.Hash].Plan, got[k2.Hash].Key.RevokedAt)
+	}
+	if empty, err := s.LookupKeys(ctx, nil); err != nil || len(empty) != 0 {
+		t.Errorf("LookupKeys(nil) = %v, %v; want nothing", empty, err)
+	}
+	_, err = s.LookupKeys(ctx, make([]keystore.Hash, keystore.MaxLookupBatch+1))
+	if err == nil || errors.Is(err, keystore.ErrUnavailable) {
+		t.Errorf("LookupKeys of %d hashes: err = %v, want a validation error", keystore.MaxLookupBatch+1, err)
 	}
 }
 
@@ -1135,6 +1188,10 @@ func testClosed(t *testing.T, s keystore.Store) {
 	ctx := ctxFor(t)
 	calls := map[string]func() error{
 		"LookupKey": func() error { _, err := s.LookupKey(ctx, nk.Hash); return err },
+		"LookupKeys": func() error {
+			_, err := s.LookupKeys(ctx, []keystore.Hash{nk.Hash})
+			return err
+		},
 		"CreateKey": func() error { _, err := s.CreateKey(ctx, NewKey(acct)); return err },
 		"ListKeys":  func() error { _, err := s.ListKeys(ctx, acct); return err },
 		"GetKey":    func() error { _, err := s.GetKey(ctx, acct, nk.ID); return err },
