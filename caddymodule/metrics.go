@@ -33,6 +33,10 @@ func registerMetrics(ctx caddy.Context, c *keycache.Cache) error {
 		lookups("found", func(s keycache.Stats) uint64 { return s.Found }),
 		lookups("not_found", func(s keycache.Stats) uint64 { return s.NotFound }),
 		lookups("error", func(s keycache.Stats) uint64 { return s.Failed }),
+		counter("store_reloads_total", "Key store queries that reloaded cached keys in use before their entries expired (up to 256 keys each).",
+			func(s keycache.Stats) uint64 { return s.Reloads }),
+		counter("keys_reloaded_total", "Cached keys reloaded before their entries expired.",
+			func(s keycache.Stats) uint64 { return s.Reloaded }),
 	} {
 		if err := reg.Register(col); err != nil {
 			return err

@@ -190,6 +190,12 @@ type Cache struct {
 	cooling      []*Entry
 	coolingSince time.Time
 
+	// refreshQ holds entries due for a reload (see hit and reloader).
+	refreshQ     chan *Entry
+	stop         chan struct{}
+	reloaderDone chan struct{}
+	closeOnce    sync.Once
+
 	// lookupSlots bounds concurrent store lookups.
 	lookupSlots chan struct{}
 	stats       counters
@@ -198,6 +204,7 @@ type Cache struct {
 // counters are kept off the hit path: only misses and refusals count.
 type counters struct {
 	malformed, lookups, found, notFound, failed atomic.Uint64
+	reloads, reloaded                           atomic.Uint64
 }
 
 // Stats are the cache's counters since it was created.
@@ -208,8 +215,11 @@ type Stats struct {
 	Lookups uint64
 	// Found and NotFound count lookups by outcome (a revoked key counts as
 	// found); Failed counts lookups that failed and misses that found no
-	// free lookup slot in time.
+	// free lookup slot in time (or a reload query that failed).
 	Found, NotFound, Failed uint64
+	// Reloads counts the store queries that reloaded cached keys before
+	// they expired, and Reloaded the keys they reloaded (see Verify).
+	Reloads, Reloaded uint64
 }
 
 // Stats returns the counters.
@@ -220,6 +230,8 @@ func (c *Cache) Stats() Stats {
 		Found:     c.stats.found.Load(),
 		NotFound:  c.stats.notFound.Load(),
 		Failed:    c.stats.failed.Load(),
+		Reloads:   c.stats.reloads.Load(),
+		Reloaded:  c.stats.reloaded.Load(),
 	}
 }
 
@@ -255,7 +267,9 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 		lru.Close()
 		return nil, fmt.Errorf("creating cache: %v", err)
 	}
-	c := &Cache{store: store, cfg: cfg, lru: lru, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups)}
+	c := &Cache{store: store, cfg: cfg, lru: lru, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups),
+		refreshQ: make(chan *Entry, 4*keystore.MaxLookupBatch), stop: make(chan struct{}), reloaderDone: make(chan struct{})}
+	go c.reloader()
 	c.ttl.Store(int64(cfg.TTL))
 	c.negTTL.Store(int64(cfg.NegativeTTL))
 	c.epoch.Store(1)
@@ -296,11 +310,11 @@ func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
 }
 
 // hit answers from a cached entry and, when the entry is near the end of
-// its lifetime, reloads it in the background: a key in use is reloaded
-// before it expires instead of costing one of its requests a store
-// lookup, and the lookups of keys first cached together (at start, or
-// after the whole cache was dropped) do not all fall due in the same
-// second.
+// its lifetime, queues it for the reloader, which reloads due entries
+// together in the background: a key in use is reloaded before it expires
+// instead of costing one of its requests a store lookup, and keys first
+// cached together (at start, or after the whole cache was dropped) cost a
+// few batched queries instead of a burst of lookups.
 func (c *Cache) hit(e *Entry) (*Entry, Status) {
 	if !e.known {
 		return nil, Invalid
@@ -310,27 +324,94 @@ func (c *Cache) hit(e *Entry) (*Entry, Status) {
 		return nil, Invalid
 	}
 	if e.refreshAt != 0 && now >= e.refreshAt && e.refreshing.CompareAndSwap(false, true) {
-		go c.refresh(e.hash)
+		select {
+		case c.refreshQ <- e:
+		default: // the reloader is behind: this entry just expires
+		}
 	}
 	return e, Valid
 }
 
-// refresh reloads a cached key, without waiting for a free lookup slot:
-// when the store is busy the entry simply expires and its next request
-// loads it.
-func (c *Cache) refresh(h keystore.Hash) {
-	// A key of its own: a miss for the same key must not share a
-	// refresh's give-up on a busy store.
-	c.group.Do("refresh:"+string(h[:]), func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.QueryTimeout)
-		defer cancel()
-		for range 3 {
-			if _, err := c.load(ctx, h, false); err != errRetry {
-				break
+// refreshWait is how long the reloader gathers entries due for a reload
+// before it asks the store for them in one query. A due entry has a
+// quarter of its lifetime (seconds) left, so the wait costs nothing.
+const refreshWait = 100 * time.Millisecond
+
+// reloader reloads the entries that hits found near their end, up to
+// keystore.MaxLookupBatch per store query, until Close. One query per
+// batch instead of one per key: with thousands of keys in use, reloads
+// were most of what a key cost the gateway beyond its first use.
+func (c *Cache) reloader() {
+	defer close(c.reloaderDone)
+	batch := make([]*Entry, 0, keystore.MaxLookupBatch)
+	timer := time.NewTimer(refreshWait)
+	timer.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case e := <-c.refreshQ:
+			batch = append(batch[:0], e)
+		}
+		timer.Reset(refreshWait)
+	gather:
+		for len(batch) < cap(batch) {
+			select {
+			case e := <-c.refreshQ:
+				batch = append(batch, e)
+			case <-timer.C:
+				break gather
+			case <-c.stop:
+				return
 			}
 		}
-		return nil, nil
-	})
+		timer.Stop()
+		c.reload(batch)
+	}
+}
+
+// reload queries the store once for the entries of batch and replaces
+// them. It takes a lookup slot without waiting: when misses hold them
+// all, the entries simply expire and their next requests load them.
+func (c *Cache) reload(batch []*Entry) {
+	select {
+	case c.lookupSlots <- struct{}{}:
+		defer func() { <-c.lookupSlots }()
+	default:
+		return
+	}
+	hashes := make([]keystore.Hash, len(batch))
+	for i, e := range batch {
+		hashes[i] = e.hash
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.QueryTimeout)
+	defer cancel()
+	epoch := c.epoch.Load()
+	loadedAt := c.now().UnixNano()
+	found, err := c.store.LookupKeys(ctx, hashes)
+	c.stats.reloads.Add(1)
+	if err != nil {
+		c.stats.failed.Add(1)
+		return
+	}
+	c.stats.reloaded.Add(uint64(len(batch)))
+	for _, old := range batch {
+		cred, ok := found[old.hash]
+		var lerr error
+		if !ok {
+			lerr = keystore.ErrNotFound
+		}
+		e, err := c.install(old.hash, epoch, loadedAt, cred, lerr)
+		if err == nil && e.known && old.touched.Load() {
+			// Its use is already recorded (or about to be): the new
+			// entry joins the same cooling period instead of writing
+			// last_used_at again.
+			e.touched.Store(true)
+			c.touchMu.Lock()
+			c.cooling = append(c.cooling, e)
+			c.touchMu.Unlock()
+		}
+	}
 }
 
 func (c *Cache) answer(e *Entry) (*Entry, Status) {
@@ -363,7 +444,7 @@ func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.QueryTimeout)
 		defer cancel()
 		for range 3 {
-			e, err := c.load(qctx, h, true)
+			e, err := c.load(qctx, h)
 			if err == errRetry {
 				continue
 			}
@@ -377,32 +458,20 @@ func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
 	return c.answer(v.(*Entry))
 }
 
-// errBusy: a background refresh found no free lookup slot.
-var errBusy = errors.New("no free lookup slot")
-
 // RefreshAhead is the part of a positive entry's lifetime after which a
 // hit reloads it in the background (see Cache.hit).
 const RefreshAhead = 0.75
 
 // load queries the store and caches the answer, unless an invalidation
-// touching it happened while the query ran (errRetry). Without wait it
-// gives up at once when every lookup slot is taken (errBusy).
-func (c *Cache) load(ctx context.Context, h keystore.Hash, wait bool) (*Entry, error) {
-	if wait {
-		select {
-		case c.lookupSlots <- struct{}{}:
-		case <-ctx.Done():
-			c.stats.failed.Add(1)
-			return nil, keystore.ErrUnavailable
-		}
-	} else {
-		select {
-		case c.lookupSlots <- struct{}{}:
-		default:
-			return nil, errBusy
-		}
+// touching it happened while the query ran (errRetry).
+func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
+	select {
+	case c.lookupSlots <- struct{}{}:
+		defer func() { <-c.lookupSlots }()
+	case <-ctx.Done():
+		c.stats.failed.Add(1)
+		return nil, keystore.ErrUnavailable
 	}
-	defer func() { <-c.lookupSlots }()
 	epoch := c.epoch.Load()
 	loadedAt := c.now().UnixNano()
 	c.stats.lookups.Add(1)
@@ -415,6 +484,13 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash, wait bool) (*Entry, e
 	default:
 		c.stats.failed.Add(1)
 	}
+	return c.install(h, epoch, loadedAt, cred, err)
+}
+
+// install caches what the store answered for h (cred, or err), from a
+// query that started at loadedAt in epoch, unless an invalidation touching
+// it happened since (errRetry); a store error is returned as is.
+func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keystore.Credential, err error) (*Entry, error) {
 	var e *Entry
 	switch {
 	case err == nil && cred.Key.RevokedAt == nil:
@@ -588,8 +664,12 @@ func (c *Cache) FlushTouched(ctx context.Context) error {
 
 // Close stops the cache. It does not close the store.
 func (c *Cache) Close() {
-	c.lru.Close()
-	c.recent.Close()
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		<-c.reloaderDone
+		c.lru.Close()
+		c.recent.Close()
+	})
 }
 
 // Wait blocks until every entry set so far is visible to Verify (the

@@ -26,17 +26,31 @@ type countingStore struct {
 func (s *countingStore) LookupKey(ctx context.Context, h keystore.Hash) (keystore.Credential, error) {
 	s.lookups.Add(1)
 	cred, err := s.Store.LookupKey(ctx, h)
-	if s.hold != nil {
-		release := make(chan struct{})
-		// Wait for the test to take the lookup: a lookup that ran ahead of
-		// the test must not slip past the hold.
-		select {
-		case s.hold <- release:
-			<-release
-		case <-ctx.Done():
-		}
-	}
+	s.wait(ctx)
 	return cred, err
+}
+
+// LookupKeys counts as one lookup, like the one query it is.
+func (s *countingStore) LookupKeys(ctx context.Context, hs []keystore.Hash) (map[keystore.Hash]keystore.Credential, error) {
+	s.lookups.Add(1)
+	found, err := s.Store.LookupKeys(ctx, hs)
+	s.wait(ctx)
+	return found, err
+}
+
+// wait holds a lookup until the test releases it, when hold is set.
+func (s *countingStore) wait(ctx context.Context) {
+	if s.hold == nil {
+		return
+	}
+	release := make(chan struct{})
+	// Wait for the test to take the lookup: a lookup that ran ahead of
+	// the test must not slip past the hold.
+	select {
+	case s.hold <- release:
+		<-release
+	case <-ctx.Done():
+	}
 }
 
 func setup(t testing.TB) (*Cache, *countingStore, *keys.Manager) {
@@ -423,11 +437,86 @@ func TestRefreshAheadGivesWayToMisses(t *testing.T) {
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
 		t.Fatal("refused")
 	}
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(3 * refreshWait)
 	if n := cs.lookups.Load(); n != 1 {
 		t.Fatalf("%d lookups with every slot taken, want 1", n)
 	}
 	for range cap(c.lookupSlots) {
 		<-c.lookupSlots
+	}
+}
+
+// Keys due for a reload are reloaded together: 300 keys cost two store
+// queries, not 300. A key revoked behind the cache's back is refused
+// once its reload ran, the others keep working, and a key whose use was
+// recorded is not written again because its entry was replaced.
+func TestReloadsAreBatched(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	secrets := make([]string, 300)
+	var revokedID string
+	for i := range secrets {
+		// The last key has an account of its own: finding a key revoked
+		// invalidates its whole account, as a miss's lookup does.
+		account := "a1"
+		if i == len(secrets)-1 {
+			account = "a2"
+		}
+		k := create(t, m, account)
+		secrets[i], revokedID = k.Secret, k.ID
+		e, st := c.Verify(ctx, k.Secret)
+		if st != Valid {
+			t.Fatal("refused")
+		}
+		c.Touch(e)
+	}
+	c.lru.Wait()
+	if err := c.FlushTouched(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cs.Store.RevokeKey(ctx, "a2", revokedID); err != nil {
+		t.Fatal(err)
+	}
+	before := cs.lookups.Load()
+
+	clock.Store(time.Now().Add(DefaultTTL * 8 / 10).UnixNano())
+	for _, s := range secrets {
+		if _, st := c.Verify(ctx, s); st != Valid {
+			t.Fatal("a cached key was refused while due for a reload")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().Reloaded < uint64(len(secrets)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("reloaded %d of %d keys", c.Stats().Reloaded, len(secrets))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.lru.Wait()
+	st := c.Stats()
+	if st.Reloads != 2 || cs.lookups.Load()-before != 2 {
+		t.Errorf("%d reload queries (%d store calls) for %d keys, want 2", st.Reloads, cs.lookups.Load()-before, len(secrets))
+	}
+	for i, s := range secrets {
+		e, status := c.Verify(ctx, s)
+		if i == len(secrets)-1 {
+			if status != Invalid {
+				t.Error("the key revoked in the store is still accepted after its reload")
+			}
+			continue
+		}
+		if status != Valid {
+			t.Fatalf("key %d refused after its reload", i)
+		}
+		c.Touch(e)
+	}
+	if n := len(c.touched); n != 0 {
+		t.Errorf("%d uses queued for writing again after the reload, want 0", n)
+	}
+	if n := cs.lookups.Load() - before; n != 2 {
+		t.Errorf("%d store calls, want only the 2 reloads", n)
 	}
 }
