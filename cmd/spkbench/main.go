@@ -244,6 +244,7 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 	fmt.Printf("== %s: %s\n", name, describe(name, cfg))
 	lookupsBefore := spk.metric(`spk_store_lookups_total{result="not_found"}`)
 	foundBefore := spk.metric(`spk_store_lookups_total{result="found"}`)
+	reloadsBefore, reloadedBefore := spk.metric("spk_store_reloads_total"), spk.metric("spk_keys_reloaded_total")
 	for r := range cfg.rounds {
 		// Interleaved: each round starts with a different Caddy.
 		for k := range all {
@@ -255,8 +256,9 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 	}
 	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
 	report(all, attack)
-	fmt.Printf("store lookups that found a key during the spk_auth runs (warm-ups included): %.0f\n",
-		spk.metric(`spk_store_lookups_total{result="found"}`)-foundBefore)
+	fmt.Printf("store lookups that found a key during the spk_auth runs (warm-ups included): %.0f; reloads ahead of expiry: %.0f queries for %.0f keys\n",
+		spk.metric(`spk_store_lookups_total{result="found"}`)-foundBefore,
+		spk.metric("spk_store_reloads_total")-reloadsBefore, spk.metric("spk_keys_reloaded_total")-reloadedBefore)
 	for _, s := range all {
 		for _, r := range s.results {
 			if r.requests == 0 || r.errors > 0 {
