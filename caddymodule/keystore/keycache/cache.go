@@ -193,6 +193,8 @@ type Cache struct {
 	// refreshQ holds entries due for a reload (see hit and reloader).
 	refreshQ     chan *Entry
 	stop         chan struct{}
+	stopQueries  context.CancelFunc // cancels reloadCtx on Close
+	reloadCtx    context.Context
 	reloaderDone chan struct{}
 	closeOnce    sync.Once
 
@@ -269,6 +271,7 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 	}
 	c := &Cache{store: store, cfg: cfg, lru: lru, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups),
 		refreshQ: make(chan *Entry, 4*keystore.MaxLookupBatch), stop: make(chan struct{}), reloaderDone: make(chan struct{})}
+	c.reloadCtx, c.stopQueries = context.WithCancel(context.Background())
 	go c.reloader()
 	c.ttl.Store(int64(cfg.TTL))
 	c.negTTL.Store(int64(cfg.NegativeTTL))
@@ -384,8 +387,10 @@ func (c *Cache) reload(batch []*Entry) {
 	for i, e := range batch {
 		hashes[i] = e.hash
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.QueryTimeout)
+	ctx, cancel := context.WithTimeout(c.reloadCtx, c.cfg.QueryTimeout)
 	defer cancel()
+	// Before the query, as in load: an invalidation after this moment
+	// makes what the query read stale (install refuses it).
 	epoch := c.epoch.Load()
 	loadedAt := c.now().UnixNano()
 	found, err := c.store.LookupKeys(ctx, hashes)
@@ -402,13 +407,16 @@ func (c *Cache) reload(batch []*Entry) {
 			lerr = keystore.ErrNotFound
 		}
 		e, err := c.install(old.hash, epoch, loadedAt, cred, lerr)
-		if err == nil && e.known && old.touched.Load() {
-			// Its use is already recorded (or about to be): the new
-			// entry joins the same cooling period instead of writing
-			// last_used_at again.
-			e.touched.Store(true)
+		if err == nil && e.known {
+			// A use already recorded (or about to be) carries over: the
+			// new entry joins the current cooling period instead of
+			// writing last_used_at again. Under touchMu, so that a
+			// cooling reset cannot fall between the read and the store.
 			c.touchMu.Lock()
-			c.cooling = append(c.cooling, e)
+			if old.touched.Load() {
+				e.touched.Store(true)
+				c.cooling = append(c.cooling, e)
+			}
 			c.touchMu.Unlock()
 		}
 	}
@@ -519,7 +527,9 @@ func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keys
 	if e.known {
 		// Up to a tenth shorter, so that keys cached together do not
 		// expire together; refreshed from RefreshAhead of that on.
-		ttl -= rand.N(ttl / 10)
+		if j := ttl / 10; j > 0 {
+			ttl -= rand.N(j)
+		}
 		e.refreshAt = loadedAt + int64(float64(ttl)*RefreshAhead)
 	} else {
 		ttl = time.Duration(c.negTTL.Load())
@@ -666,6 +676,7 @@ func (c *Cache) FlushTouched(ctx context.Context) error {
 func (c *Cache) Close() {
 	c.closeOnce.Do(func() {
 		close(c.stop)
+		c.stopQueries() // a reload in flight must not hold Close up
 		<-c.reloaderDone
 		c.lru.Close()
 		c.recent.Close()

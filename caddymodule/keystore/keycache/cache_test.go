@@ -20,7 +20,7 @@ import (
 type countingStore struct {
 	keystore.Store
 	lookups atomic.Int64
-	hold    chan chan struct{} // a lookup sends a channel here and waits on it
+	hold    atomic.Pointer[chan chan struct{}] // a lookup sends a channel here and waits on it
 }
 
 func (s *countingStore) LookupKey(ctx context.Context, h keystore.Hash) (keystore.Credential, error) {
@@ -38,16 +38,27 @@ func (s *countingStore) LookupKeys(ctx context.Context, hs []keystore.Hash) (map
 	return found, err
 }
 
+// holdOn makes every lookup from now on wait until the test takes it from
+// the returned channel and closes what it took; holdOff stops that.
+func (s *countingStore) holdOn() chan chan struct{} {
+	ch := make(chan chan struct{})
+	s.hold.Store(&ch)
+	return ch
+}
+
+func (s *countingStore) holdOff() { s.hold.Store(nil) }
+
 // wait holds a lookup until the test releases it, when hold is set.
 func (s *countingStore) wait(ctx context.Context) {
-	if s.hold == nil {
+	hold := s.hold.Load()
+	if hold == nil {
 		return
 	}
 	release := make(chan struct{})
 	// Wait for the test to take the lookup: a lookup that ran ahead of
 	// the test must not slip past the hold.
 	select {
-	case s.hold <- release:
+	case *hold <- release:
 		<-release
 	case <-ctx.Done():
 	}
@@ -86,7 +97,7 @@ func TestVerifyCachesAndSharesMisses(t *testing.T) {
 	ctx := context.Background()
 
 	// Hold the first store lookup until all 50 callers are waiting.
-	cs.hold = make(chan chan struct{})
+	hold := cs.holdOn()
 	var wg, started sync.WaitGroup
 	for range 50 {
 		wg.Add(1)
@@ -99,10 +110,10 @@ func TestVerifyCachesAndSharesMisses(t *testing.T) {
 			}
 		}()
 	}
-	release := <-cs.hold
+	release := <-hold
 	started.Wait()
 	time.Sleep(50 * time.Millisecond) // let them reach the shared flight
-	cs.hold = nil
+	cs.holdOff()
 	close(release)
 	wg.Wait()
 	c.lru.Wait()
@@ -166,7 +177,7 @@ func TestRevocationRacingInFlightLookup(t *testing.T) {
 	c, cs, m := setup(t)
 	ctx := context.Background()
 	k := create(t, m, "a1")
-	cs.hold = make(chan chan struct{})
+	hold := cs.holdOn()
 
 	// A lookup starts and reads the key while it is still valid...
 	done := make(chan Status)
@@ -174,12 +185,12 @@ func TestRevocationRacingInFlightLookup(t *testing.T) {
 		_, st := c.Verify(ctx, k.Secret)
 		done <- st
 	}()
-	release := <-cs.hold
+	release := <-hold
 	// ...the key is revoked while that answer is on its way...
 	if _, err := m.Revoke(ctx, "a1", k.ID); err != nil {
 		t.Fatal(err)
 	}
-	cs.hold = nil
+	cs.holdOff()
 	close(release)
 	// ...and the stale answer must not be used or cached.
 	if st := <-done; st != Invalid {
@@ -385,7 +396,7 @@ func TestRefreshAhead(t *testing.T) {
 	// After it: still answered from the cache while the reload runs (held
 	// here until every request was answered), and reloaded once.
 	clock.Store(time.Now().Add(DefaultTTL * 8 / 10).UnixNano())
-	cs.hold = make(chan chan struct{})
+	hold := cs.holdOn()
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
@@ -396,7 +407,8 @@ func TestRefreshAhead(t *testing.T) {
 	}
 	wg.Wait()
 	select {
-	case release := <-cs.hold:
+	case release := <-hold:
+		cs.holdOff()
 		close(release)
 	case <-time.After(5 * time.Second):
 		t.Fatal("no reload started")
@@ -441,8 +453,61 @@ func TestRefreshAheadGivesWayToMisses(t *testing.T) {
 	if n := cs.lookups.Load(); n != 1 {
 		t.Fatalf("%d lookups with every slot taken, want 1", n)
 	}
+	h := apikey.Hash(k.Secret)
+	if e, _ := c.lru.Get(slot(&h)); e == nil || !e.refreshing.Load() {
+		t.Fatal("the entry was never queued for a reload")
+	}
+	// Slots free again: the reload gave up, it did not wait for one.
 	for range cap(c.lookupSlots) {
 		<-c.lookupSlots
+	}
+	time.Sleep(3 * refreshWait)
+	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
+		t.Fatalf("%d lookups and %d reloads once slots were free: the reload waited for a slot", n, r)
+	}
+}
+
+// A reload whose query was under way when the key's account was
+// invalidated (here: the key revoked through the Manager, as the admin API
+// does) must not put what it read back: the next request asks the store
+// and is refused.
+func TestReloadRacingRevocation(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	k := create(t, m, "a1")
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	c.lru.Wait()
+	clock.Store(time.Now().Add(DefaultTTL * 8 / 10).UnixNano())
+	hold := cs.holdOn()
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused while due for a reload")
+	}
+	var release chan struct{}
+	select {
+	case release = <-hold: // the reload has read the key, still valid
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload started")
+	}
+	cs.holdOff()
+	if _, err := m.Revoke(ctx, "a1", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().Reloaded < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reload did not finish")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.lru.Wait()
+	if _, st := c.Verify(ctx, k.Secret); st != Invalid {
+		t.Fatal("a reload that read the key before its revocation put it back")
 	}
 }
 
@@ -496,9 +561,11 @@ func TestReloadsAreBatched(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c.lru.Wait()
+	// Two full batches' worth of keys; a slow machine may split them
+	// further, but never into anything like one query per key.
 	st := c.Stats()
-	if st.Reloads != 2 || cs.lookups.Load()-before != 2 {
-		t.Errorf("%d reload queries (%d store calls) for %d keys, want 2", st.Reloads, cs.lookups.Load()-before, len(secrets))
+	if st.Reloads < 2 || st.Reloads > 6 || cs.lookups.Load()-before != int64(st.Reloads) {
+		t.Errorf("%d reload queries (%d store calls) for %d keys, want 2 (at most 6)", st.Reloads, cs.lookups.Load()-before, len(secrets))
 	}
 	for i, s := range secrets {
 		e, status := c.Verify(ctx, s)
@@ -516,7 +583,7 @@ func TestReloadsAreBatched(t *testing.T) {
 	if n := len(c.touched); n != 0 {
 		t.Errorf("%d uses queued for writing again after the reload, want 0", n)
 	}
-	if n := cs.lookups.Load() - before; n != 2 {
-		t.Errorf("%d store calls, want only the 2 reloads", n)
+	if n := cs.lookups.Load() - before; n != int64(st.Reloads) {
+		t.Errorf("%d store calls, want only the %d reloads", n, st.Reloads)
 	}
 }

@@ -70,6 +70,15 @@ func (s *notifyingStore) LookupKey(ctx context.Context, h keystore.Hash) (keysto
 	return cred, err
 }
 
+// LookupKeys (the reloader's query) is down with the rest of the store.
+func (s *notifyingStore) LookupKeys(ctx context.Context, hs []keystore.Hash) (map[keystore.Hash]keystore.Credential, error) {
+	s.lookups.Add(1)
+	if s.down.Load() {
+		return nil, keystore.ErrUnavailable
+	}
+	return s.Store.LookupKeys(ctx, hs)
+}
+
 func (s *notifyingStore) Changes(ctx context.Context, after int64, limit int) ([]keystore.Change, error) {
 	s.reads.Add(1)
 	if s.down.Load() {
