@@ -246,20 +246,24 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 }
 
 // setPlaceholders makes the key's identity the answer to the
-// {http.auth.user.*} placeholders. The entry's provider joins the
-// replacer's list (within the capacity Caddy leaves, so no allocation);
-// its values are boxed only if something reads them. Static values win
-// over providers, so ones set earlier on the route (basic_auth) are
-// removed first, as a Set would have replaced them.
+// {http.auth.user.*} placeholders. Usually the entry's provider joins the
+// replacer's list (within the capacity Caddy leaves, so no allocation) and
+// its values are boxed only if something reads them. But static values and
+// earlier providers answer first, so when the route already has an
+// identity (basic_auth before spk_auth, or a second spk_auth), the four
+// values are set statically instead, replacing it as they always did.
+// Handlers that set any of the four set the id too (basic_auth and other
+// authentication providers do), so the id is the one to look for.
 func setPlaceholders(r *http.Request, e *keycache.Entry) {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if _, set := repl.Get(keycache.PlaceholderAccount); set {
-		for _, name := range [...]string{keycache.PlaceholderAccount, keycache.PlaceholderKeyID,
-			keycache.PlaceholderScopes, keycache.PlaceholderPlan} {
-			repl.Delete(name)
-		}
+	if _, set := repl.Get(keycache.PlaceholderAccount); !set {
+		repl.Map(e.Placeholders)
+		return
 	}
-	repl.Map(e.Placeholders)
+	repl.Set(keycache.PlaceholderAccount, e.AccountID)
+	repl.Set(keycache.PlaceholderKeyID, e.KeyID)
+	repl.Set(keycache.PlaceholderScopes, e.ScopesHeader)
+	repl.Set(keycache.PlaceholderPlan, e.Plan)
 }
 
 func (h *Auth) refuse(w http.ResponseWriter, r *http.Request, resp *response) error {
