@@ -94,7 +94,7 @@ http://127.0.0.1:%d {
 		}
 	}
 	plain, spk, hdr := servers[plainPort], servers[spkPort], servers[hdrPort]
-	if plain == nil || spk == nil {
+	if plain == nil || spk == nil || hdr == nil {
 		b.Fatalf("servers not found by port: %v", servers)
 	}
 
