@@ -99,8 +99,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	readers := max(4, runtime.GOMAXPROCS(0))
 	// Lookups read through a memory map (up to 256 MiB of the file) rather
 	// than a read system call per page that misses SQLite's own 2 MB
-	// cache: with a million keys, most probes reach such pages.
-	s.rdb, err = sql.Open("sqlite", base+"&_query_only=1&_pragma=mmap_size(268435456)")
+	// cache: with a million keys, most probes reach such pages. The cost:
+	// a disk I/O error on a mapped page stops the process (SIGBUS) where a
+	// read would have returned an error. Not on 32-bit builds, where four
+	// readers would take a gigabyte of address space.
+	rdbURI := base + "&_query_only=1"
+	if strconv.IntSize == 64 {
+		rdbURI += "&_pragma=mmap_size(268435456)"
+	}
+	s.rdb, err = sql.Open("sqlite", rdbURI)
 	if err != nil {
 		s.wdb.Close()
 		return nil, fmt.Errorf("sqlitestore: opening database: %w", err)
