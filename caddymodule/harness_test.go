@@ -96,6 +96,17 @@ func freePort(t testing.TB) int {
 // (e.g. "storage sqlite /tmp/x.db").
 func startGateway(t testing.TB, storage, authBlock string) *gateway {
 	t.Helper()
+	return startSite(t, storage, "spk_auth {\n\t\t"+authBlock+"\n\t}\n\treverse_proxy "+upstreamAddr)
+}
+
+// upstreamAddr in a site body given to startSite stands for the address
+// of the test's upstream.
+const upstreamAddr = "{test_upstream}"
+
+// startSite loads a Caddy with the spk app on storage (default: a SQLite
+// file of the test) and one site whose directives are body.
+func startSite(t testing.TB, storage, body string) *gateway {
+	t.Helper()
 	if storage == "" {
 		storage = "storage sqlite " + filepath.Join(t.TempDir(), "spk.db")
 	}
@@ -117,12 +128,9 @@ func startGateway(t testing.TB, storage, authBlock string) *gateway {
 	}
 }
 http://127.0.0.1:%d {
-	spk_auth {
-		%s
-	}
-	reverse_proxy %s
+	%s
 }
-`, adminPort, t.TempDir(), storage, port, authBlock, up.addr)
+`, adminPort, t.TempDir(), storage, port, strings.ReplaceAll(body, upstreamAddr, up.addr))
 	g.load()
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {

@@ -1,11 +1,8 @@
 package caddymodule_test
 
 import (
-	"fmt"
 	"net/http"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -37,43 +34,23 @@ func (setUser) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 // The {http.auth.user.*} placeholders carry the key's identity to the
 // handlers after spk_auth, and win over a value an earlier handler set.
 func TestPlaceholders(t *testing.T) {
-	up := startUpstream(t)
-	port, adminPort := freePort(t), freePort(t)
-	g := &gateway{
-		t:        t,
-		base:     fmt.Sprintf("http://127.0.0.1:%d", port),
-		admin:    fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		upstream: up,
-		client:   &http.Client{Timeout: 10 * time.Second},
-	}
-	g.caddyCfg = fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	persist_config off
-	storage file_system %s
-	spk {
-		storage sqlite %s
-	}
-}
-http://127.0.0.1:%d {
-	route /v1/* {
+	const who = `request_header X-Who "{http.auth.user.id}|{http.auth.user.key_id}|{http.auth.user.scopes}|{http.auth.user.plan}"`
+	g := startSite(t, "", `route /v1/* {
 		spk_auth {
 			policy statuspage
 		}
-		request_header X-Who "{http.auth.user.id}|{http.auth.user.key_id}|{http.auth.user.scopes}|{http.auth.user.plan}"
-		reverse_proxy %s
+		`+who+`
+		reverse_proxy `+upstreamAddr+`
 	}
 	route /earlier/* {
 		spk_test_set_user
 		spk_auth {
 			policy statuspage /earlier
 		}
-		request_header X-Who "{http.auth.user.id}|{http.auth.user.key_id}|{http.auth.user.scopes}|{http.auth.user.plan}"
-		reverse_proxy %s
-	}
-}
-`, adminPort, t.TempDir(), filepath.Join(t.TempDir(), "spk.db"), port, up.addr, up.addr)
-	g.load()
-	t.Cleanup(func() { caddy.Stop() })
+		`+who+`
+		reverse_proxy `+upstreamAddr+`
+	}`)
+	up := g.upstream
 	g.setPlan("acct_ph", "business")
 	k := g.createKey("acct_ph", "monitors:read", "incidents:write")
 	want := "acct_ph|" + k.ID + "|monitors:read,incidents:write|business"
