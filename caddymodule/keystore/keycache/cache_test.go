@@ -79,6 +79,25 @@ func setup(t testing.TB) (*Cache, *countingStore, *keys.Manager) {
 	return c, cs, &keys.Manager{Store: cs, Cache: c}
 }
 
+// setClock makes c's clock the returned value (unix nanoseconds), starting
+// at the real time; tests move it forward.
+func setClock(c *Cache) *atomic.Int64 {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	return &clock
+}
+
+// eventually fails the test with msg unless cond holds within 5 s.
+func eventually(t *testing.T, msg string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+	}
+}
+
 func create(t testing.TB, m *keys.Manager, account string, scopes ...string) keys.Created {
 	t.Helper()
 	if err := m.SetPlan(context.Background(), account, "pro"); err != nil {
@@ -370,9 +389,7 @@ func TestVerifyKnownLooksUpOnlyRecentlyValidKeys(t *testing.T) {
 func TestRefreshAhead(t *testing.T) {
 	c, cs, m := setup(t)
 	ctx := context.Background()
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	clock := setClock(c)
 	k := create(t, m, "a1")
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
 		t.Fatal("refused")
@@ -478,9 +495,7 @@ func TestRefreshAheadGivesWayToMisses(t *testing.T) {
 func TestReloadRacingRevocation(t *testing.T) {
 	c, cs, m := setup(t)
 	ctx := context.Background()
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	clock := setClock(c)
 	k := create(t, m, "a1")
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
 		t.Fatal("refused")
@@ -502,13 +517,7 @@ func TestReloadRacingRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(release)
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Stats().Reloaded < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the reload did not finish")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, "the reload did not finish", func() bool { return c.Stats().Reloaded >= 1 })
 	c.lru.Wait()
 	if _, st := c.Verify(ctx, k.Secret); st != Invalid {
 		t.Fatal("a reload that read the key before its revocation put it back")
@@ -522,9 +531,7 @@ func TestReloadRacingRevocation(t *testing.T) {
 func TestReloadsAreBatched(t *testing.T) {
 	c, cs, m := setup(t)
 	ctx := context.Background()
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	clock := setClock(c)
 	secrets := make([]string, 300)
 	var revokedID string
 	for i := range secrets {
@@ -557,13 +564,7 @@ func TestReloadsAreBatched(t *testing.T) {
 			t.Fatal("a cached key was refused while due for a reload")
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Stats().Reloaded < uint64(len(secrets)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("reloaded %d of %d keys", c.Stats().Reloaded, len(secrets))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "not every key was reloaded", func() bool { return c.Stats().Reloaded >= uint64(len(secrets)) })
 	c.lru.Wait()
 	// Two full batches' worth of keys; a slow machine may split them
 	// further, but never into anything like one query per key.
