@@ -399,7 +399,6 @@ func (c *Cache) reload(batch []*Entry) {
 		c.stats.failed.Add(1)
 		return
 	}
-	c.stats.reloaded.Add(uint64(len(batch)))
 	for _, old := range batch {
 		cred, ok := found[old.hash]
 		var lerr error
@@ -420,6 +419,8 @@ func (c *Cache) reload(batch []*Entry) {
 			c.touchMu.Unlock()
 		}
 	}
+	// Counted once installed, so that a reader of Stats sees them in place.
+	c.stats.reloaded.Add(uint64(len(batch)))
 }
 
 func (c *Cache) answer(e *Entry) (*Entry, Status) {
