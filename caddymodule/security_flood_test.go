@@ -139,9 +139,14 @@ func TestSecurityFlood(t *testing.T) {
 			freshStatus[st]++
 			freshLatency = append(freshLatency, d)
 		}
+		// The pool's connections; the listener's (application_name
+		// ending in pgstore.ListenerSuffix) are not the pool's, and under
+		// this load a listener session replaced after a missed heartbeat
+		// can briefly show next to its successor.
 		var conns int
 		if err := watch.QueryRow(context.Background(),
-			`SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, db).Scan(&conns); err != nil {
+			`SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()
+				AND application_name NOT LIKE '%' || $2`, db, pgstore.ListenerSuffix).Scan(&conns); err != nil {
 			t.Fatal(err)
 		}
 		maxConns = max(maxConns, conns)
@@ -174,8 +179,7 @@ func TestSecurityFlood(t *testing.T) {
 	if len(freshLatency) < 5 || freshStatus[200] != len(freshLatency) {
 		t.Errorf("keys never seen before, during the flood: %v (want only 200, at least 5)", freshStatus)
 	}
-	// One connection more than the pool: the change-log follower's own.
-	if maxConns > pgstore.DefaultMaxConns+1 {
+	if maxConns > pgstore.DefaultMaxConns {
 		t.Errorf("%d store connections, pool size %d", maxConns, pgstore.DefaultMaxConns)
 	}
 	// Gross bounds only: the flood's 48 clients share two cores with the
