@@ -91,6 +91,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	s.wdb.SetConnMaxLifetime(0)
 	s.wdb.SetConnMaxIdleTime(0)
 
+	if err := connectWriter(ctx, s.wdb); err != nil {
+		s.wdb.Close()
+		return nil, err
+	}
 	if err := migrate(ctx, s.wdb); err != nil {
 		s.wdb.Close()
 		return nil, err
@@ -137,6 +141,35 @@ func (s *Store) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// connectWriter opens the writer's one connection, which sets the
+// database's journal mode to WAL. On a new file that switch needs an
+// exclusive lock, and SQLite answers SQLITE_BUSY at once, without its busy
+// handler, when another connection (of this process or another one
+// starting at the same moment) holds a shared lock on the file. Such
+// refusals are retried here for up to BusyTimeout, as any other lock wait.
+func connectWriter(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(BusyTimeout)
+	wait := 5 * time.Millisecond
+	for {
+		err := db.PingContext(ctx)
+		if err == nil {
+			return nil
+		}
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqliteBusy || time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("sqlitestore: opening database: %w", classify(err, false))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("sqlitestore: opening database: %w", classify(ctx.Err(), false))
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
 }
 
 // uriEscape escapes the characters that would end or corrupt the path of a
