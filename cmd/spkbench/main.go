@@ -65,6 +65,9 @@ type config struct {
 	rate int
 	// trials is the number of revocations the propagation scenario times.
 	trials int
+	// profileDir, when set, receives a CPU profile of each Caddy's
+	// measured window, taken through its admin endpoint.
+	profileDir string
 }
 
 func main() {
@@ -86,6 +89,7 @@ func main() {
 	flag.StringVar(&cfg.loadCPU, "load-cpu", "0", "CPU list for the load generator and upstream (taskset); empty: no pinning")
 	flag.IntVar(&cfg.rate, "rate", 0, "requests/s sent open loop, below saturation, to measure added latency (0: closed loop, as fast as Caddy answers)")
 	flag.IntVar(&cfg.trials, "trials", 100, "revocations timed by the propagation scenario")
+	flag.StringVar(&cfg.profileDir, "cpuprofile", "", "directory for a CPU profile of every measured run (scenario-caddy-round.pprof), from Caddy's /debug/pprof; read with go tool pprof")
 	flag.Parse()
 	cfg.scenarios = strings.Split(scen, ",")
 	switch {
@@ -98,6 +102,11 @@ func main() {
 	}
 	if os.Getenv("SPKBENCH_PINNED") == "" && runtime.NumCPU() < 2 {
 		cfg.caddyCPU, cfg.loadCPU = "", ""
+	}
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
+			log.Fatal(err)
+		}
 	}
 	pinSelf(cfg.loadCPU)
 
@@ -259,7 +268,11 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 			s := all[(r+k)%len(all)]
 			// Every Caddy gets the same requests, keys included: the
 			// only difference between the runs is what the Caddy does.
-			s.results = append(s.results, drive(cfg, s.proc, legitConns, secrets, attack))
+			prof := ""
+			if cfg.profileDir != "" {
+				prof = filepath.Join(cfg.profileDir, fmt.Sprintf("%s-%s-%d.pprof", name, s.proc.name, r+1))
+			}
+			s.results = append(s.results, drive(cfg, s.proc, legitConns, secrets, attack, prof))
 		}
 	}
 	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
@@ -548,6 +561,29 @@ type result struct {
 
 const clockTick = 10 * time.Millisecond // USER_HZ on Linux
 
+// cpuProfile writes a CPU profile of p, taken for d (whole seconds, at
+// least one) through its admin endpoint, to path.
+func (p *caddyProc) cpuProfile(path string, d time.Duration) error {
+	secs := max(1, int(d/time.Second))
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.admin, secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("admin answered %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // pace sends the due time of each request at rate per second until stop,
 // then closes tickets. A request that finds no free connection waits in
 // the channel, and its wait counts as latency.
@@ -574,7 +610,7 @@ func pace(tickets chan<- time.Time, rate int, stop *atomic.Bool) {
 // and the measured duration. With secrets, requests carry them round
 // robin; with attack, the remaining connections send a new random key with
 // every request.
-func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool) result {
+func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool, profile string) result {
 	tr := &http.Transport{MaxIdleConnsPerHost: cfg.conns, MaxConnsPerHost: cfg.conns, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -654,12 +690,21 @@ func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool) r
 	start := time.Now()
 	measureFrom.Store(start.UnixNano())
 	measuring.Store(true)
+	profiled := make(chan error, 1)
+	if profile != "" {
+		go func() { profiled <- p.cpuProfile(profile, cfg.duration) }()
+	}
 	time.Sleep(cfg.duration)
 	measuring.Store(false)
 	elapsed := time.Since(start)
 	cpu1 := p.cpuTicks()
 	stop.Store(true)
 	wg.Wait()
+	if profile != "" {
+		if err := <-profiled; err != nil {
+			log.Printf("profile of %s: %v", p.name, err)
+		}
+	}
 
 	var all []time.Duration
 	for _, l := range lat {
