@@ -60,8 +60,13 @@ type Entry struct {
 	expiresAt int64 // unix nanoseconds; 0 = never
 	touched   atomic.Bool
 	// refreshAt (unix nanoseconds) is when a hit starts reloading the
-	// entry in the background, before it expires; 0 = never.
+	// entry in the background, before it expires; 0 = never. staleAt is
+	// when the entry's cache lifetime ends, and lastHit when it was last
+	// used (or loaded), to a second: a hit that, at the key's pace, would
+	// not come again before staleAt reloads it too.
 	refreshAt  int64
+	staleAt    int64
+	lastHit    atomic.Int64
 	refreshing atomic.Bool
 
 	// KeyID is the key's public id.
@@ -313,11 +318,12 @@ func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
 }
 
 // hit answers from a cached entry and, when the entry is near the end of
-// its lifetime, queues it for the reloader, which reloads due entries
-// together in the background: a key in use is reloaded before it expires
-// instead of costing one of its requests a store lookup, and keys first
-// cached together (at start, or after the whole cache was dropped) cost a
-// few batched queries instead of a burst of lookups.
+// its lifetime or the key's next use at its pace would come after that
+// end, queues it for the reloader, which reloads due entries together in
+// the background: a key in use is reloaded before it expires instead of
+// costing one of its requests a store lookup, and keys first cached
+// together (at start, or after the whole cache was dropped) cost a few
+// batched queries instead of a burst of lookups.
 func (c *Cache) hit(e *Entry) (*Entry, Status) {
 	if !e.known {
 		return nil, Invalid
@@ -326,10 +332,23 @@ func (c *Cache) hit(e *Entry) (*Entry, Status) {
 	if e.expiresAt != 0 && now >= e.expiresAt {
 		return nil, Invalid
 	}
-	if e.refreshAt != 0 && now >= e.refreshAt && e.refreshing.CompareAndSwap(false, true) {
-		select {
-		case c.refreshQ <- e:
-		default: // the reloader is behind: this entry just expires
+	if e.refreshAt != 0 && !e.refreshing.Load() {
+		last := e.lastHit.Load()
+		// Due from RefreshAhead of its lifetime on (a busy key), or when
+		// the key's next use, as far apart as its last two, would find
+		// the entry gone (a key used every few seconds, which would
+		// otherwise cost one of its requests a lookup every lifetime).
+		due := now >= e.refreshAt || now+(now-last) >= e.staleAt
+		if now-last >= int64(time.Second) {
+			// At most one write a second: a busy key's entry is read by
+			// every core.
+			e.lastHit.Store(now)
+		}
+		if due && e.refreshing.CompareAndSwap(false, true) {
+			select {
+			case c.refreshQ <- e:
+			default: // the reloader is behind: this entry just expires
+			}
 		}
 	}
 	return e, Valid
@@ -467,8 +486,10 @@ func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
 	return c.answer(v.(*Entry))
 }
 
-// RefreshAhead is the part of a positive entry's lifetime after which a
-// hit reloads it in the background (see Cache.hit).
+// RefreshAhead is the part of a positive entry's lifetime after which
+// any hit reloads it in the background; before that, only a hit whose key
+// is used too seldom to be seen again before the entry ends does (see
+// Cache.hit).
 const RefreshAhead = 0.75
 
 // load queries the store and caches the answer, unless an invalidation
@@ -532,6 +553,8 @@ func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keys
 			ttl -= rand.N(j)
 		}
 		e.refreshAt = loadedAt + int64(float64(ttl)*RefreshAhead)
+		e.staleAt = loadedAt + int64(ttl)
+		e.lastHit.Store(loadedAt)
 	} else {
 		ttl = time.Duration(c.negTTL.Load())
 	}

@@ -2,6 +2,7 @@ package keycache
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -400,14 +401,18 @@ func TestRefreshAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Before RefreshAhead of the shortest lifetime: no reload.
-	clock.Add(int64(float64(DefaultTTL) * 0.9 * RefreshAhead * 0.99))
-	if _, st := c.Verify(ctx, k.Secret); st != Valid {
-		t.Fatal("refused before its entry's end")
+	// Used every second until just before RefreshAhead of the shortest
+	// lifetime: no reload.
+	start := clock.Load()
+	for clock.Load()-start < int64(float64(DefaultTTL)*0.9*RefreshAhead*0.99)-int64(time.Second) {
+		clock.Add(int64(time.Second))
+		if _, st := c.Verify(ctx, k.Secret); st != Valid {
+			t.Fatal("refused before its entry's end")
+		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := cs.lookups.Load(); n != 1 {
-		t.Fatalf("%d lookups before the refresh point, want 1", n)
+	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
+		t.Fatalf("%d lookups and %d reloads before the refresh point, want 1 and 0", n, r)
 	}
 
 	// After it: still answered from the cache while the reload runs (held
@@ -449,6 +454,37 @@ func TestRefreshAhead(t *testing.T) {
 	// is not a reload.)
 	if r := c.Stats().Reloads; r != 1 {
 		t.Fatalf("%d reloads, want 1", r)
+	}
+}
+
+// A key used every 16 s is seen once more before the refresh point, and
+// its next use would come after its entry's end: that use reloads it, so
+// the key never costs a request a store lookup, however many lifetimes
+// it is used for.
+func TestRefreshAheadAtTheKeysPace(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	clock := setClock(c)
+	k := create(t, m, "a1")
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	c.lru.Wait()
+	const pace = 16 * time.Second
+	// Before every refresh point, and two paces past every lifetime.
+	if minRefresh := time.Duration(float64(DefaultTTL) * 0.9 * RefreshAhead); pace >= minRefresh || 2*pace < DefaultTTL {
+		t.Fatalf("pace %s does not fall between the refresh point %s and half the lifetime", pace, minRefresh)
+	}
+	for use := 1; use <= 3; use++ {
+		clock.Add(int64(pace))
+		if _, st := c.Verify(ctx, k.Secret); st != Valid {
+			t.Fatalf("use %d refused", use)
+		}
+		eventually(t, fmt.Sprintf("use %d did not reload the key", use), func() bool { return c.Stats().Reloaded >= uint64(use) })
+		c.lru.Wait()
+		if n := cs.lookups.Load() - int64(c.Stats().Reloads); n != 1 {
+			t.Fatalf("after use %d: %d lookups on the request path, want only the first", use, n)
+		}
 	}
 }
 
