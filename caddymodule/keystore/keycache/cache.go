@@ -275,7 +275,7 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("creating cache: %v", err)
 	}
 	c := &Cache{store: store, cfg: cfg, lru: lru, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups),
-		refreshQ: make(chan *Entry, 4*keystore.MaxLookupBatch), stop: make(chan struct{}), reloaderDone: make(chan struct{})}
+		refreshQ: make(chan *Entry, 16*keystore.MaxLookupBatch), stop: make(chan struct{}), reloaderDone: make(chan struct{})}
 	c.reloadCtx, c.stopQueries = context.WithCancel(context.Background())
 	go c.reloader()
 	c.ttl.Store(int64(cfg.TTL))
@@ -347,7 +347,8 @@ func (c *Cache) hit(e *Entry) (*Entry, Status) {
 		if due && e.refreshing.CompareAndSwap(false, true) {
 			select {
 			case c.refreshQ <- e:
-			default: // the reloader is behind: this entry just expires
+			default: // the reloader is behind: a later hit tries again
+				e.refreshing.Store(false)
 			}
 		}
 	}
@@ -392,14 +393,28 @@ func (c *Cache) reloader() {
 	}
 }
 
+// reloadSlotWait bounds how long a batch of reloads waits for a lookup
+// slot held by misses. Its entries have a quarter of their lifetime left
+// (or more), so the wait costs nothing; giving up at once had turned a
+// burst of misses (a cold start with many keys) into expired entries and
+// more misses.
+const reloadSlotWait = time.Second
+
 // reload queries the store once for the entries of batch and replaces
-// them. It takes a lookup slot without waiting: when misses hold them
-// all, the entries simply expire and their next requests load them.
+// them. It waits up to reloadSlotWait for a lookup slot, and holds none
+// while it waits, so misses (requests waiting) are not delayed by it; if
+// none frees up, its entries are left to a later hit to queue again.
 func (c *Cache) reload(batch []*Entry) {
+	wait := time.NewTimer(reloadSlotWait)
 	select {
 	case c.lookupSlots <- struct{}{}:
+		wait.Stop()
 		defer func() { <-c.lookupSlots }()
-	default:
+	case <-wait.C:
+		unmark(batch)
+		return
+	case <-c.stop:
+		wait.Stop()
 		return
 	}
 	hashes := make([]keystore.Hash, len(batch))
@@ -416,6 +431,7 @@ func (c *Cache) reload(batch []*Entry) {
 	c.stats.reloads.Add(1)
 	if err != nil {
 		c.stats.failed.Add(1)
+		unmark(batch)
 		return
 	}
 	for _, old := range batch {
@@ -440,6 +456,14 @@ func (c *Cache) reload(batch []*Entry) {
 	}
 	// Counted once installed, so that a reader of Stats sees them in place.
 	c.stats.reloaded.Add(uint64(len(batch)))
+}
+
+// unmark lets a later hit queue the entries of a reload that did not run
+// (or failed) again.
+func unmark(batch []*Entry) {
+	for _, e := range batch {
+		e.refreshing.Store(false)
+	}
 }
 
 func (c *Cache) answer(e *Entry) (*Entry, Status) {

@@ -488,39 +488,64 @@ func TestRefreshAheadAtTheKeysPace(t *testing.T) {
 	}
 }
 
-// A reload finds no free lookup slot: it gives up instead of queueing
-// behind misses, and the entry keeps answering until it expires.
+// A reload finds every lookup slot held by misses: it waits for one
+// without taking any (misses go first), runs when one frees up, and, if
+// none does within reloadSlotWait, leaves its entries to a later hit.
 func TestRefreshAheadGivesWayToMisses(t *testing.T) {
 	c, cs, m := setup(t)
 	ctx := context.Background()
+	clock := setClock(c)
 	k := create(t, m, "a1")
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
 		t.Fatal("refused")
 	}
 	c.lru.Wait()
-	for range cap(c.lookupSlots) {
-		c.lookupSlots <- struct{}{}
+	h := apikey.Hash(k.Secret)
+	holdSlots := func() {
+		for range cap(c.lookupSlots) {
+			c.lookupSlots <- struct{}{}
+		}
 	}
-	later := time.Now().Add(DefaultTTL * 8 / 10)
-	c.now = func() time.Time { return later }
+	freeSlots := func() {
+		for range cap(c.lookupSlots) {
+			<-c.lookupSlots
+		}
+	}
+
+	// No slot frees up in time: no query, and the entry can be queued again.
+	holdSlots()
+	clock.Add(int64(DefaultTTL * 8 / 10))
+	if _, st := c.Verify(ctx, k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	if e, _ := c.lru.Get(slot(&h)); e == nil || !e.refreshing.Load() {
+		t.Fatal("the entry was never queued for a reload")
+	}
+	eventually(t, "the reload never gave up its wait for a slot", func() bool {
+		e, _ := c.lru.Get(slot(&h))
+		return e != nil && !e.refreshing.Load()
+	})
+	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
+		t.Fatalf("%d lookups and %d reloads with every slot taken, want 1 and 0", n, r)
+	}
+
+	// Queued again, still no slot; one frees up: the reload runs.
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
 		t.Fatal("refused")
 	}
 	time.Sleep(3 * refreshWait)
-	if n := cs.lookups.Load(); n != 1 {
-		t.Fatalf("%d lookups with every slot taken, want 1", n)
+	if r := c.Stats().Reloads; r != 0 {
+		t.Fatalf("%d reloads while every slot was taken", r)
 	}
-	h := apikey.Hash(k.Secret)
-	if e, _ := c.lru.Get(slot(&h)); e == nil || !e.refreshing.Load() {
-		t.Fatal("the entry was never queued for a reload")
-	}
-	// Slots free again: the reload gave up, it did not wait for one.
-	for range cap(c.lookupSlots) {
-		<-c.lookupSlots
-	}
-	time.Sleep(3 * refreshWait)
-	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
-		t.Fatalf("%d lookups and %d reloads once slots were free: the reload waited for a slot", n, r)
+	freeSlots()
+	// Hits keep coming, as they would: should this goroutine have slept
+	// past reloadSlotWait on a busy machine, one of them queues it again.
+	eventually(t, "no reload once a slot was free", func() bool {
+		c.Verify(ctx, k.Secret)
+		return c.Stats().Reloaded == 1
+	})
+	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 2 || r != 1 {
+		t.Fatalf("%d store calls and %d reloads, want the first lookup and one reload", n, r)
 	}
 }
 
