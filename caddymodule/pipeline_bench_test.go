@@ -5,9 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime/metrics"
 	"strconv"
 	"strings"
-	"runtime/metrics"
 	"testing"
 	"time"
 
