@@ -196,12 +196,14 @@ type Cache struct {
 	coolingSince time.Time
 
 	// refreshQ holds entries due for a reload (see hit and reloader).
-	refreshQ     chan *Entry
-	stop         chan struct{}
-	stopQueries  context.CancelFunc // cancels reloadCtx on Close
-	reloadCtx    context.Context
-	reloaderDone chan struct{}
-	closeOnce    sync.Once
+	refreshQ chan *Entry
+	// reloadSlotWait is defaultReloadSlotWait (tests shorten it).
+	reloadSlotWait time.Duration
+	stop           chan struct{}
+	stopQueries    context.CancelFunc // cancels reloadCtx on Close
+	reloadCtx      context.Context
+	reloaderDone   chan struct{}
+	closeOnce      sync.Once
 
 	// lookupSlots bounds concurrent store lookups.
 	lookupSlots chan struct{}
@@ -274,7 +276,7 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 		lru.Close()
 		return nil, fmt.Errorf("creating cache: %v", err)
 	}
-	c := &Cache{store: store, cfg: cfg, lru: lru, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups),
+	c := &Cache{store: store, cfg: cfg, lru: lru, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups), reloadSlotWait: defaultReloadSlotWait,
 		refreshQ: make(chan *Entry, 16*keystore.MaxLookupBatch), stop: make(chan struct{}), reloaderDone: make(chan struct{})}
 	c.reloadCtx, c.stopQueries = context.WithCancel(context.Background())
 	go c.reloader()
@@ -334,20 +336,25 @@ func (c *Cache) hit(e *Entry) (*Entry, Status) {
 	}
 	if e.refreshAt != 0 && !e.refreshing.Load() {
 		last := e.lastHit.Load()
-		// Due from RefreshAhead of its lifetime on (a busy key), or when
-		// the key's next use, as far apart as its last two, would find
-		// the entry gone (a key used every few seconds, which would
-		// otherwise cost one of its requests a lookup every lifetime).
+		// Due from RefreshAhead of its lifetime on, or when the key's
+		// next use, as far apart as its last two, would find the entry
+		// gone. The second rule matters for keys used less often than a
+		// quarter of a lifetime (every ~8-30 s at the default TTL), which
+		// would otherwise miss that last quarter and cost one of their
+		// requests a lookup every lifetime; a key used about once a
+		// lifetime is reloaded at each use, in the background.
 		due := now >= e.refreshAt || now+(now-last) >= e.staleAt
 		if now-last >= int64(time.Second) {
 			// At most one write a second: a busy key's entry is read by
 			// every core.
 			e.lastHit.Store(now)
 		}
-		if due && e.refreshing.CompareAndSwap(false, true) {
+		// A full queue is checked first, so that while the reloader is
+		// behind, hits on due entries only read.
+		if due && len(c.refreshQ) < cap(c.refreshQ) && e.refreshing.CompareAndSwap(false, true) {
 			select {
 			case c.refreshQ <- e:
-			default: // the reloader is behind: a later hit tries again
+			default: // filled up meanwhile: a later hit tries again
 				e.refreshing.Store(false)
 			}
 		}
@@ -356,8 +363,10 @@ func (c *Cache) hit(e *Entry) (*Entry, Status) {
 }
 
 // refreshWait is how long the reloader gathers entries due for a reload
-// before it asks the store for them in one query. A due entry has a
-// quarter of its lifetime (seconds) left, so the wait costs nothing.
+// before it asks the store for them in one query. An entry is due with,
+// in general, a quarter of its lifetime (seconds) left, so the wait costs
+// nothing; one first used again just before its end may expire first and
+// cost that use a lookup, as it would have without reloads.
 const refreshWait = 100 * time.Millisecond
 
 // reloader reloads the entries that hits found near their end, up to
@@ -389,33 +398,45 @@ func (c *Cache) reloader() {
 			}
 		}
 		timer.Stop()
-		c.reload(batch)
+		if !c.reload(batch) {
+			// The store failed: its entries may be queued again by the
+			// next hits, so pause rather than retry every refreshWait.
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(reloadFailurePause):
+			}
+		}
 	}
 }
 
-// reloadSlotWait bounds how long a batch of reloads waits for a lookup
-// slot held by misses. Its entries have a quarter of their lifetime left
-// (or more), so the wait costs nothing; giving up at once had turned a
-// burst of misses (a cold start with many keys) into expired entries and
-// more misses.
-const reloadSlotWait = time.Second
+// reloadFailurePause is how long the reloader pauses after a reload query
+// failed.
+const reloadFailurePause = time.Second
+
+// defaultReloadSlotWait bounds how long a batch of reloads waits for a
+// lookup slot while misses hold them all. Its entries generally have
+// seconds of life left; giving up at once had turned a burst of misses (a
+// cold start with many keys) into expired entries and more misses.
+const defaultReloadSlotWait = time.Second
 
 // reload queries the store once for the entries of batch and replaces
-// them. It waits up to reloadSlotWait for a lookup slot, and holds none
-// while it waits, so misses (requests waiting) are not delayed by it; if
-// none frees up, its entries are left to a later hit to queue again.
-func (c *Cache) reload(batch []*Entry) {
-	wait := time.NewTimer(reloadSlotWait)
+// them. It waits up to reloadSlotWait for a lookup slot, in turn with the
+// misses waiting (one slot at most, so misses keep the others); if none
+// frees up, its entries are left to a later hit to queue again. It
+// reports false when the store query failed.
+func (c *Cache) reload(batch []*Entry) bool {
+	wait := time.NewTimer(c.reloadSlotWait)
 	select {
 	case c.lookupSlots <- struct{}{}:
 		wait.Stop()
 		defer func() { <-c.lookupSlots }()
 	case <-wait.C:
 		unmark(batch)
-		return
+		return true
 	case <-c.stop:
 		wait.Stop()
-		return
+		return true
 	}
 	hashes := make([]keystore.Hash, len(batch))
 	for i, e := range batch {
@@ -432,7 +453,7 @@ func (c *Cache) reload(batch []*Entry) {
 	if err != nil {
 		c.stats.failed.Add(1)
 		unmark(batch)
-		return
+		return false
 	}
 	for _, old := range batch {
 		cred, ok := found[old.hash]
@@ -441,7 +462,13 @@ func (c *Cache) reload(batch []*Entry) {
 			lerr = keystore.ErrNotFound
 		}
 		e, err := c.install(old.hash, epoch, loadedAt, cred, lerr)
-		if err == nil && e.known {
+		if err != nil {
+			// Invalidated meanwhile: the next hit on the old entry, if
+			// it is still fresh, may queue it again.
+			old.refreshing.Store(false)
+			continue
+		}
+		if e.known {
 			// A use already recorded (or about to be) carries over: the
 			// new entry joins the current cooling period instead of
 			// writing last_used_at again. Under touchMu, so that a
@@ -456,6 +483,7 @@ func (c *Cache) reload(batch []*Entry) {
 	}
 	// Counted once installed, so that a reader of Stats sees them in place.
 	c.stats.reloaded.Add(uint64(len(batch)))
+	return true
 }
 
 // unmark lets a later hit queue the entries of a reload that did not run

@@ -485,68 +485,77 @@ func TestRefreshAheadAtTheKeysPace(t *testing.T) {
 		if n := cs.lookups.Load() - int64(c.Stats().Reloads); n != 1 {
 			t.Fatalf("after use %d: %d lookups on the request path, want only the first", use, n)
 		}
+		// (The fake clock does not move ristretto's own expiry, so check
+		// the lifetime the entry now cached records.)
+		h := apikey.Hash(k.Secret)
+		if e, ok := c.lru.Get(slot(&h)); !ok || e.staleAt <= clock.Load()+int64(pace) {
+			t.Fatalf("after use %d the cached entry would not last until the next use", use)
+		}
 	}
 }
 
 // A reload finds every lookup slot held by misses: it waits for one
-// without taking any (misses go first), runs when one frees up, and, if
-// none does within reloadSlotWait, leaves its entries to a later hit.
+// without taking any, runs when one frees up and, if none does within
+// reloadSlotWait, leaves its entries to a later hit.
 func TestRefreshAheadGivesWayToMisses(t *testing.T) {
-	c, cs, m := setup(t)
-	ctx := context.Background()
-	clock := setClock(c)
-	k := create(t, m, "a1")
-	if _, st := c.Verify(ctx, k.Secret); st != Valid {
-		t.Fatal("refused")
-	}
-	c.lru.Wait()
-	h := apikey.Hash(k.Secret)
-	holdSlots := func() {
+	// start caches a key, takes every lookup slot and makes a hit that
+	// queues the key for a reload. The slot wait is set before anything
+	// is queued (the reloader reads it after receiving from the queue).
+	start := func(t *testing.T, slotWait time.Duration) (*Cache, *countingStore, *Entry, func()) {
+		c, cs, m := setup(t)
+		c.reloadSlotWait = slotWait
+		ctx := context.Background()
+		clock := setClock(c)
+		k := create(t, m, "a1")
+		if _, st := c.Verify(ctx, k.Secret); st != Valid {
+			t.Fatal("refused")
+		}
+		c.lru.Wait()
 		for range cap(c.lookupSlots) {
 			c.lookupSlots <- struct{}{}
 		}
+		clock.Add(int64(DefaultTTL * 8 / 10))
+		e, st := c.Verify(ctx, k.Secret)
+		if st != Valid {
+			t.Fatal("refused while due for a reload")
+		}
+		hit := func() {
+			if _, st := c.Verify(ctx, k.Secret); st != Valid {
+				t.Fatal("refused while due for a reload")
+			}
+		}
+		return c, cs, e, hit
 	}
-	freeSlots := func() {
+	freeSlots := func(c *Cache) {
 		for range cap(c.lookupSlots) {
 			<-c.lookupSlots
 		}
 	}
 
-	// No slot frees up in time: no query, and the entry can be queued again.
-	holdSlots()
-	clock.Add(int64(DefaultTTL * 8 / 10))
-	if _, st := c.Verify(ctx, k.Secret); st != Valid {
-		t.Fatal("refused")
-	}
-	if e, _ := c.lru.Get(slot(&h)); e == nil || !e.refreshing.Load() {
-		t.Fatal("the entry was never queued for a reload")
-	}
-	eventually(t, "the reload never gave up its wait for a slot", func() bool {
-		e, _ := c.lru.Get(slot(&h))
-		return e != nil && !e.refreshing.Load()
+	t.Run("waits", func(t *testing.T) {
+		c, cs, _, _ := start(t, time.Minute)
+		time.Sleep(3 * refreshWait)
+		if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
+			t.Fatalf("%d store calls and %d reloads with every slot taken, want 1 and 0", n, r)
+		}
+		freeSlots(c)
+		// No hit after this: the reload queued before must run by itself.
+		eventually(t, "the waiting reload did not run once a slot was free", func() bool { return c.Stats().Reloaded == 1 })
+		if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 2 || r != 1 {
+			t.Fatalf("%d store calls and %d reloads, want the first lookup and one reload", n, r)
+		}
 	})
-	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
-		t.Fatalf("%d lookups and %d reloads with every slot taken, want 1 and 0", n, r)
-	}
 
-	// Queued again, still no slot; one frees up: the reload runs.
-	if _, st := c.Verify(ctx, k.Secret); st != Valid {
-		t.Fatal("refused")
-	}
-	time.Sleep(3 * refreshWait)
-	if r := c.Stats().Reloads; r != 0 {
-		t.Fatalf("%d reloads while every slot was taken", r)
-	}
-	freeSlots()
-	// Hits keep coming, as they would: should this goroutine have slept
-	// past reloadSlotWait on a busy machine, one of them queues it again.
-	eventually(t, "no reload once a slot was free", func() bool {
-		c.Verify(ctx, k.Secret)
-		return c.Stats().Reloaded == 1
+	t.Run("gives up", func(t *testing.T) {
+		c, cs, e, hit := start(t, 50*time.Millisecond)
+		eventually(t, "the reload never gave up waiting for a slot", func() bool { return !e.refreshing.Load() })
+		if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
+			t.Fatalf("%d store calls and %d reloads with every slot taken, want 1 and 0", n, r)
+		}
+		freeSlots(c)
+		hit() // queues it again
+		eventually(t, "a hit after the reload gave up did not queue it again", func() bool { return c.Stats().Reloaded == 1 })
 	})
-	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 2 || r != 1 {
-		t.Fatalf("%d store calls and %d reloads, want the first lookup and one reload", n, r)
-	}
 }
 
 // A reload whose query was under way when the key's account was
