@@ -286,7 +286,12 @@ func TestCreateFormKeepsInputAndShowsErrorsByTheField(t *testing.T) {
 	}
 
 	// The form id of a failed attempt can still be used once corrected.
-	want(t, "corrected", f.do(pro, "POST", base+"/new", url.Values{"form_id": {"abc"}, "name": {"fixed"}, "expires": {"date"}, "expires_date": {time.Now().AddDate(0, 0, 3).Format(time.DateOnly)}}), 200, "shown only once", "in 3 days")
+	// The key stops working at the end of the chosen day (UTC). The page's
+	// relative wording ("in 3 days" or "in 4 days") depends on the hour,
+	// so the exact time is what is checked.
+	day := time.Now().UTC().AddDate(0, 0, 3)
+	want(t, "corrected", f.do(pro, "POST", base+"/new", url.Values{"form_id": {"abc"}, "name": {"fixed"}, "expires": {"date"}, "expires_date": {day.Format(time.DateOnly)}}), 200,
+		"shown only once", `datetime="`+day.AddDate(0, 0, 1).Format(time.DateOnly)+`T00:00:00Z"`)
 	want(t, "not a form", f.do(pro, "POST", base+"/new", `{"name":"x"}`), 415)
 	want(t, "huge form", f.do(pro, "POST", base+"/new", url.Values{"name": {strings.Repeat("x", 70<<10)}}), 413)
 }
