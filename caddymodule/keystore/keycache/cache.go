@@ -306,7 +306,9 @@ func slot(h *keystore.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
 // Verify checks key and returns its entry when it is Valid. A malformed key
 // is Invalid without any cache or store lookup. Verify does not allocate
-// when the key is cached.
+// when the key is cached; a cached key near the end of its entry's life
+// (or used too seldom to be seen again before then) is reloaded in the
+// background, batched with others (Stats.Reloads).
 func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
 	if apikey.Check(key) != nil {
 		c.stats.malformed.Add(1)
@@ -327,11 +329,8 @@ func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
 // together (at start, or after the whole cache was dropped) cost a few
 // batched queries instead of a burst of lookups.
 func (c *Cache) hit(e *Entry) (*Entry, Status) {
-	if !e.known {
-		return nil, Invalid
-	}
 	now := c.now().UnixNano()
-	if e.expiresAt != 0 && now >= e.expiresAt {
+	if !e.usable(now) {
 		return nil, Invalid
 	}
 	if e.refreshAt != 0 && !e.refreshing.Load() {
@@ -495,10 +494,16 @@ func unmark(batch []*Entry) {
 }
 
 func (c *Cache) answer(e *Entry) (*Entry, Status) {
-	if !e.known || (e.expiresAt != 0 && c.now().UnixNano() >= e.expiresAt) {
+	if !e.usable(c.now().UnixNano()) {
 		return nil, Invalid
 	}
 	return e, Valid
+}
+
+// usable reports whether e is a known key that has not expired at now
+// (unix nanoseconds).
+func (e *Entry) usable(now int64) bool {
+	return e.known && (e.expiresAt == 0 || now < e.expiresAt)
 }
 
 // fresh reports whether no invalidation happened since e was filled and,
