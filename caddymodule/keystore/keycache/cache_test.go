@@ -89,6 +89,20 @@ func setClock(c *Cache) *atomic.Int64 {
 	return &clock
 }
 
+// cachedKey is setup with a settable clock (see setClock) and one key of
+// account "a1", verified and cached.
+func cachedKey(t *testing.T) (*Cache, *countingStore, *keys.Manager, *atomic.Int64, keys.Created) {
+	t.Helper()
+	c, cs, m := setup(t)
+	clock := setClock(c)
+	k := create(t, m, "a1")
+	if _, st := c.Verify(context.Background(), k.Secret); st != Valid {
+		t.Fatal("refused")
+	}
+	c.lru.Wait()
+	return c, cs, m, clock, k
+}
+
 // eventually fails the test with msg unless cond holds within 5 s.
 func eventually(t *testing.T, msg string, cond func() bool) {
 	t.Helper()
@@ -388,14 +402,8 @@ func TestVerifyKnownLooksUpOnlyRecentlyValidKeys(t *testing.T) {
 // says then (here: revoked behind the cache's back) is what later
 // requests get.
 func TestRefreshAhead(t *testing.T) {
-	c, cs, m := setup(t)
+	c, cs, _, clock, k := cachedKey(t)
 	ctx := context.Background()
-	clock := setClock(c)
-	k := create(t, m, "a1")
-	if _, st := c.Verify(ctx, k.Secret); st != Valid {
-		t.Fatal("refused")
-	}
-	c.lru.Wait()
 	// Revoked in the store only: no invalidation reaches this cache.
 	if _, _, err := cs.Store.RevokeKey(ctx, "a1", k.ID); err != nil {
 		t.Fatal(err)
@@ -462,14 +470,8 @@ func TestRefreshAhead(t *testing.T) {
 // the key never costs a request a store lookup, however many lifetimes
 // it is used for.
 func TestRefreshAheadAtTheKeysPace(t *testing.T) {
-	c, cs, m := setup(t)
+	c, cs, _, clock, k := cachedKey(t)
 	ctx := context.Background()
-	clock := setClock(c)
-	k := create(t, m, "a1")
-	if _, st := c.Verify(ctx, k.Secret); st != Valid {
-		t.Fatal("refused")
-	}
-	c.lru.Wait()
 	const pace = 16 * time.Second
 	// Before every refresh point, and two paces past every lifetime.
 	if minRefresh := time.Duration(float64(DefaultTTL) * 0.9 * RefreshAhead); pace >= minRefresh || 2*pace < DefaultTTL {
@@ -502,15 +504,9 @@ func TestRefreshAheadGivesWayToMisses(t *testing.T) {
 	// queues the key for a reload. The slot wait is set before anything
 	// is queued (the reloader reads it after receiving from the queue).
 	start := func(t *testing.T, slotWait time.Duration) (*Cache, *countingStore, *Entry, func()) {
-		c, cs, m := setup(t)
+		c, cs, _, clock, k := cachedKey(t)
 		c.reloadSlotWait = slotWait
 		ctx := context.Background()
-		clock := setClock(c)
-		k := create(t, m, "a1")
-		if _, st := c.Verify(ctx, k.Secret); st != Valid {
-			t.Fatal("refused")
-		}
-		c.lru.Wait()
 		for range cap(c.lookupSlots) {
 			c.lookupSlots <- struct{}{}
 		}
@@ -563,14 +559,8 @@ func TestRefreshAheadGivesWayToMisses(t *testing.T) {
 // does) must not put what it read back: the next request asks the store
 // and is refused.
 func TestReloadRacingRevocation(t *testing.T) {
-	c, cs, m := setup(t)
+	c, cs, m, clock, k := cachedKey(t)
 	ctx := context.Background()
-	clock := setClock(c)
-	k := create(t, m, "a1")
-	if _, st := c.Verify(ctx, k.Secret); st != Valid {
-		t.Fatal("refused")
-	}
-	c.lru.Wait()
 	clock.Store(time.Now().Add(DefaultTTL * 8 / 10).UnixNano())
 	hold := cs.holdOn()
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
