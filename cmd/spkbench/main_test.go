@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -36,9 +38,23 @@ func TestBenchmarkRuns(t *testing.T) {
 	if err := run(cfg); err != nil {
 		t.Fatal(err)
 	}
-	// Open loop, at a rate any machine keeps up with.
-	cfg.scenarios, cfg.rate = []string{"hot"}, 200
+	// Open loop, at a rate any machine keeps up with, with a CPU profile
+	// of every measured run.
+	cfg.scenarios, cfg.rate, cfg.rounds, cfg.profileDir = []string{"hot"}, 200, 1, t.TempDir()
 	if err := run(cfg); err != nil {
 		t.Fatal(err)
+	}
+	// pprof writes gzipped protocol buffers; Caddy's admin endpoint
+	// answers errors in plain text.
+	for _, caddy := range []string{"plain", "headers", "spk-hot"} {
+		f := filepath.Join(cfg.profileDir, "hot-"+caddy+"-1.pprof")
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s: not a pprof profile (%d bytes: %.40q)", f, len(b), b)
+		}
 	}
 }
