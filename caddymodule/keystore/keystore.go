@@ -69,9 +69,14 @@ type NewKey struct {
 	ExpiresAt *time.Time
 }
 
-// Credential is the answer to a key lookup: the key and its account's plan,
-// read together by one indexed query.
+// Credential is the answer to a key lookup: what the gateway checks of a
+// key, and its account's plan, read together by one indexed query.
 type Credential struct {
+	// Key holds only ID, AccountID, Scopes, ExpiresAt and RevokedAt; Name,
+	// Prefix, CreatedAt and LastUsedAt are zero (GetKey reads them). Less
+	// to read and decode makes a cold lookup cheaper, and a refused key
+	// (revoked or expired) costs about what an unknown one does, so that
+	// latency tells little about which of the three a key is.
 	Key Key
 	// Plan is the account's current plan ("" if the account has none recorded).
 	Plan string
@@ -161,8 +166,9 @@ type Store interface {
 	// ErrConflict if the id or hash is taken.
 	CreateKey(ctx context.Context, k NewKey) (Key, error)
 	// LookupKey finds a key by hash, with its account's plan, in one indexed
-	// query. Revoked and expired keys are returned too (the caller decides);
-	// an unknown hash is ErrNotFound.
+	// query (see Credential for the fields it fills). Revoked and expired
+	// keys are returned too (the caller decides); an unknown hash is
+	// ErrNotFound.
 	LookupKey(ctx context.Context, h Hash) (Credential, error)
 	// LookupKeys is LookupKey for up to MaxLookupBatch hashes in one
 	// query, for reloading cached keys: the credentials of the hashes

@@ -43,6 +43,26 @@ func scanKey(row pgx.Row, extra ...any) (keystore.Key, error) {
 	return k, nil
 }
 
+// credentialColumns are the columns scanCredential reads, in order: only
+// what the gateway checks (see keystore.Credential).
+const credentialColumns = `k.id, k.account_id, k.scopes, k.expires_at, k.revoked_at, coalesce(a.plan, '')`
+
+// scanCredential reads credentialColumns, then extra.
+func scanCredential(row pgx.Row, extra ...any) (keystore.Credential, error) {
+	var c keystore.Credential
+	k := &c.Key
+	dest := append([]any{&k.ID, &k.AccountID, &k.Scopes, &k.ExpiresAt, &k.RevokedAt, &c.Plan}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return keystore.Credential{}, err
+	}
+	if k.Scopes == nil {
+		k.Scopes = []string{}
+	}
+	k.ExpiresAt = utcPtr(k.ExpiresAt)
+	k.RevokedAt = utcPtr(k.RevokedAt)
+	return c, nil
+}
+
 func toHash(b []byte) (keystore.Hash, error) {
 	var h keystore.Hash
 	if b == nil {
@@ -129,12 +149,13 @@ func (s *Store) CreateKey(ctx context.Context, nk keystore.NewKey) (keystore.Key
 
 // lookupSQL is the gateway's cold path: one probe of the unique key_hash
 // index (TestLookupUsesTheIndex).
-const lookupSQL = `SELECT ` + keyColumns + `, coalesce(a.plan, '')
+const lookupSQL = `SELECT ` + credentialColumns + `
 	FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
 	WHERE k.key_hash = $1`
 
 // LookupKey finds a key by hash, with its account's plan, in one indexed
-// query. Revoked and expired keys are returned too.
+// query: the fields keystore.Credential names. Revoked and expired keys
+// are returned too.
 func (s *Store) LookupKey(ctx context.Context, h keystore.Hash) (keystore.Credential, error) {
 	const op = "lookup key"
 	if err := s.closedErr(op); err != nil {
@@ -142,12 +163,10 @@ func (s *Store) LookupKey(ctx context.Context, h keystore.Hash) (keystore.Creden
 	}
 	ctx, cancel := withTimeout(ctx, QueryTimeout)
 	defer cancel()
-	var c keystore.Credential
-	k, err := scanKey(s.pool.QueryRow(ctx, lookupSQL, h[:]), &c.Plan)
+	c, err := scanCredential(s.pool.QueryRow(ctx, lookupSQL, h[:]))
 	if err != nil {
 		return keystore.Credential{}, s.errorf(op, err)
 	}
-	c.Key = k
 	return c, nil
 }
 
@@ -171,7 +190,7 @@ func (s *Store) LookupKeys(ctx context.Context, hashes []keystore.Hash) (map[key
 	for i := range hashes {
 		raw[i] = hashes[i][:]
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+`, coalesce(a.plan, ''), k.key_hash
+	rows, err := s.pool.Query(ctx, `SELECT `+credentialColumns+`, k.key_hash
 		FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
 		WHERE k.key_hash = ANY($1)`, raw)
 	if err != nil {
@@ -179,9 +198,8 @@ func (s *Store) LookupKeys(ctx context.Context, hashes []keystore.Hash) (map[key
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var c keystore.Credential
 		var hb []byte
-		k, err := scanKey(rows, &c.Plan, &hb)
+		c, err := scanCredential(rows, &hb)
 		if err != nil {
 			return nil, s.errorf(op, err)
 		}
@@ -189,7 +207,6 @@ func (s *Store) LookupKeys(ctx context.Context, hashes []keystore.Hash) (map[key
 		if err != nil {
 			return nil, s.errorf(op, err)
 		}
-		c.Key = k
 		found[h] = c
 	}
 	if err := rows.Err(); err != nil {

@@ -60,9 +60,13 @@ const (
 	returningColumns = `id, account_id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at`
 )
 
+// credentialColumns are the columns scanCredential reads, in order: only
+// what the gateway checks (see keystore.Credential).
+const credentialColumns = `k.id, k.account_id, k.scopes, k.expires_at, k.revoked_at, coalesce(a.plan, '')`
+
 // lookupSQL is the gateway's cold path: one probe of the unique key_hash
 // index (TestLookupUsesTheIndex).
-const lookupSQL = `SELECT ` + keyColumns + `, coalesce(a.plan, '')
+const lookupSQL = `SELECT ` + credentialColumns + `
 	FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
 	WHERE k.key_hash = ?`
 
@@ -79,14 +83,10 @@ func scanKey(row scanner, extra ...any) (keystore.Key, error) {
 	if err := row.Scan(dest...); err != nil {
 		return keystore.Key{}, err
 	}
-	k.Scopes = []string{}
-	if err := json.Unmarshal([]byte(scopes), &k.Scopes); err != nil {
-		return keystore.Key{}, fmt.Errorf("bad stored scopes: %w", err)
-	}
-	if k.Scopes == nil {
-		k.Scopes = []string{}
-	}
 	var err error
+	if k.Scopes, err = parseScopes(scopes); err != nil {
+		return keystore.Key{}, err
+	}
 	if k.CreatedAt, err = parseTime(created); err != nil {
 		return keystore.Key{}, err
 	}
@@ -100,6 +100,42 @@ func scanKey(row scanner, extra ...any) (keystore.Key, error) {
 		return keystore.Key{}, err
 	}
 	return k, nil
+}
+
+// scanCredential reads credentialColumns, then extra.
+func scanCredential(row scanner, extra ...any) (keystore.Credential, error) {
+	var (
+		c                keystore.Credential
+		scopes           string
+		expires, revoked sql.NullString
+	)
+	dest := append([]any{&c.Key.ID, &c.Key.AccountID, &scopes, &expires, &revoked, &c.Plan}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return keystore.Credential{}, err
+	}
+	var err error
+	if c.Key.Scopes, err = parseScopes(scopes); err != nil {
+		return keystore.Credential{}, err
+	}
+	if c.Key.ExpiresAt, err = parseTimePtr(expires); err != nil {
+		return keystore.Credential{}, err
+	}
+	if c.Key.RevokedAt, err = parseTimePtr(revoked); err != nil {
+		return keystore.Credential{}, err
+	}
+	return c, nil
+}
+
+// parseScopes decodes the scopes column (a JSON array) into a non-nil slice.
+func parseScopes(stored string) ([]string, error) {
+	scopes := []string{}
+	if err := json.Unmarshal([]byte(stored), &scopes); err != nil {
+		return nil, fmt.Errorf("bad stored scopes: %w", err)
+	}
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return scopes, nil
 }
 
 func toHash(b []byte) (keystore.Hash, error) {
@@ -197,18 +233,17 @@ func (s *Store) CreateKey(ctx context.Context, nk keystore.NewKey) (keystore.Key
 }
 
 // LookupKey finds a key by hash, with its account's plan, in one indexed
-// query. Revoked and expired keys are returned too.
+// query: the fields keystore.Credential names. Revoked and expired keys
+// are returned too.
 func (s *Store) LookupKey(ctx context.Context, h keystore.Hash) (keystore.Credential, error) {
 	const op = "lookup key"
 	if err := s.closedErr(op); err != nil {
 		return keystore.Credential{}, err
 	}
-	var c keystore.Credential
-	k, err := scanKey(s.lookup.QueryRowContext(ctx, h[:]), &c.Plan)
+	c, err := scanCredential(s.lookup.QueryRowContext(ctx, h[:]))
 	if err != nil {
 		return keystore.Credential{}, s.errorf(op, err)
 	}
-	c.Key = k
 	return c, nil
 }
 
@@ -230,7 +265,7 @@ func (s *Store) LookupKeys(ctx context.Context, hashes []keystore.Hash) (map[key
 	for i := range hashes {
 		args[i] = hashes[i][:]
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT `+keyColumns+`, coalesce(a.plan, ''), k.key_hash
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+credentialColumns+`, k.key_hash
 		FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id
 		WHERE k.key_hash IN (?`+strings.Repeat(", ?", len(hashes)-1)+`)`, args...)
 	if err != nil {
@@ -238,9 +273,8 @@ func (s *Store) LookupKeys(ctx context.Context, hashes []keystore.Hash) (map[key
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var c keystore.Credential
 		var hb []byte
-		k, err := scanKey(rows, &c.Plan, &hb)
+		c, err := scanCredential(rows, &hb)
 		if err != nil {
 			return nil, s.errorf(op, err)
 		}
@@ -248,7 +282,6 @@ func (s *Store) LookupKeys(ctx context.Context, hashes []keystore.Hash) (map[key
 		if err != nil {
 			return nil, s.errorf(op, err)
 		}
-		c.Key = k
 		found[h] = c
 	}
 	if err := rows.Err(); err != nil {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"os"
 	"slices"
@@ -72,6 +73,19 @@ func BenchmarkLookupKey(b *testing.B, s keystore.Store) {
 		for b.Loop() {
 			if _, err := s.LookupKey(ctx, hashes[i%len(hashes)]); err != nil {
 				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("unknown", func(b *testing.B) {
+		// A well-formed key the store does not hold: one probe of the
+		// index that finds nothing, and no row to read.
+		i := 0
+		for b.Loop() {
+			h := hashes[i%len(hashes)]
+			h[0] ^= 0xff
+			if _, err := s.LookupKey(ctx, h); !errors.Is(err, keystore.ErrNotFound) {
+				b.Fatalf("unknown key: %v", err)
 			}
 			i++
 		}

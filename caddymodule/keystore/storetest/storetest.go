@@ -159,6 +159,27 @@ func checkKey(t testing.TB, got keystore.Key, nk keystore.NewKey) {
 	checkTime(t, "expires_at", got.ExpiresAt, microPtr(nk.ExpiresAt))
 }
 
+// checkCredential checks what a lookup returns for nk: the fields the
+// gateway needs, and nothing else (keystore.Credential).
+func checkCredential(t testing.TB, got keystore.Credential, nk keystore.NewKey) {
+	t.Helper()
+	k := got.Key
+	if k.ID != nk.ID || k.AccountID != nk.AccountID {
+		t.Errorf("credential = {id %q account %q}, want {%q %q}", k.ID, k.AccountID, nk.ID, nk.AccountID)
+	}
+	if k.Scopes == nil {
+		t.Errorf("scopes = nil, want a non-nil slice")
+	}
+	if !slices.Equal(k.Scopes, nk.Scopes) && (len(k.Scopes) != 0 || len(nk.Scopes) != 0) {
+		t.Errorf("scopes = %q, want %q", k.Scopes, nk.Scopes)
+	}
+	checkTime(t, "expires_at", k.ExpiresAt, microPtr(nk.ExpiresAt))
+	if k.Name != "" || k.Prefix != "" || !k.CreatedAt.IsZero() || k.LastUsedAt != nil {
+		t.Errorf("credential has name %q prefix %q created_at %v last_used_at %v, want them left zero",
+			k.Name, k.Prefix, k.CreatedAt, k.LastUsedAt)
+	}
+}
+
 func wantErr(t testing.TB, what string, err, target error) {
 	t.Helper()
 	if !errors.Is(err, target) {
@@ -210,7 +231,7 @@ func testCreateAndLookup(t *testing.T, s keystore.Store) {
 	if err != nil {
 		t.Fatalf("LookupKey: %v", err)
 	}
-	checkKey(t, cred.Key, nk)
+	checkCredential(t, cred, nk)
 	if cred.Plan != "" {
 		t.Errorf("plan = %q for an account without a recorded plan, want \"\"", cred.Plan)
 	}
@@ -261,8 +282,12 @@ func testCreateDefaults(t *testing.T, s keystore.Store) {
 		if cred.Key.Scopes == nil || len(cred.Key.Scopes) != 0 {
 			t.Errorf("looked up scopes = %#v, want an empty non-nil slice", cred.Key.Scopes)
 		}
-		if !cred.Key.CreatedAt.Equal(k.CreatedAt) {
-			t.Errorf("looked up created_at %v, CreateKey returned %v", cred.Key.CreatedAt, k.CreatedAt)
+		got, err := s.GetKey(ctx, acct, nk.ID)
+		if err != nil {
+			t.Fatalf("GetKey: %v", err)
+		}
+		if !got.CreatedAt.Equal(k.CreatedAt) {
+			t.Errorf("stored created_at %v, CreateKey returned %v", got.CreatedAt, k.CreatedAt)
 		}
 		if cred.Key.ExpiresAt != nil {
 			t.Errorf("expires_at = %v, want nil", cred.Key.ExpiresAt)
@@ -337,7 +362,7 @@ func testLookupKeys(t *testing.T, s keystore.Store) {
 			t.Fatal(err)
 		}
 		many := got[nk.Hash]
-		checkKey(t, many.Key, nk)
+		checkCredential(t, many, nk)
 		if many.Plan != one.Plan || (many.Key.RevokedAt == nil) != (one.Key.RevokedAt == nil) {
 			t.Errorf("key %s: LookupKeys says plan %q revoked %v, LookupKey plan %q revoked %v",
 				nk.ID, many.Plan, many.Key.RevokedAt, one.Plan, one.Key.RevokedAt)
@@ -1004,11 +1029,11 @@ func testTouchKeys(t *testing.T, s keystore.Store) {
 	}
 	check := func(nk keystore.NewKey, want *time.Time) {
 		t.Helper()
-		cred, err := s.LookupKey(ctx, nk.Hash)
+		k, err := s.GetKey(ctx, "", nk.ID)
 		if err != nil {
-			t.Fatalf("LookupKey: %v", err)
+			t.Fatalf("GetKey: %v", err)
 		}
-		checkTime(t, "last_used_at", cred.Key.LastUsedAt, microPtr(want))
+		checkTime(t, "last_used_at", k.LastUsedAt, microPtr(want))
 	}
 	check(k1, &t1)
 	check(k2, &t2)
