@@ -580,10 +580,10 @@ func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
 func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keystore.Credential, err error) (*Entry, error) {
 	var e *Entry
 	switch {
-	case err == nil && cred.Key.RevokedAt == nil:
+	case err == nil && cred.Usable(time.Unix(0, loadedAt)):
 		e = newEntry(h, epoch, &cred)
 		e.loadedAt = loadedAt
-	case err == nil:
+	case err == nil && cred.Key.RevokedAt != nil:
 		// Revoked. Until its notification arrives, this instance may
 		// still hold the key as valid from a lookup that read it just
 		// before the revocation: invalidate the account now, so that
@@ -593,6 +593,11 @@ func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keys
 			c.InvalidateAccount(cred.Key.AccountID)
 			epoch = c.epoch.Load()
 		}
+		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt, AccountID: cred.Key.AccountID}
+	case err == nil:
+		// Expired, which is final: refused like an unknown key, at about
+		// the same cost (no header values built, not remembered as a key
+		// that was valid).
 		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt, AccountID: cred.Key.AccountID}
 	case errors.Is(err, keystore.ErrNotFound):
 		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt}

@@ -298,6 +298,37 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
+// A key that has already expired when it is looked up is cached as a
+// refusal, like an unknown key, and not remembered as a key that was valid.
+func TestExpiredWhenLookedUp(t *testing.T) {
+	c, cs, m := setup(t)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	k, err := m.Create(ctx, "a1", keys.CreateRequest{Name: "x", ExpiresAt: &exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return exp.Add(time.Second) }
+	before := cs.lookups.Load()
+	for range 3 {
+		if _, st := c.Verify(ctx, k.Secret); st != Invalid {
+			t.Fatalf("expired key: status %v", st)
+		}
+		c.lru.Wait()
+	}
+	if n := cs.lookups.Load() - before; n != 1 {
+		t.Errorf("%d lookups for three uses of an expired key, want 1 (then cached)", n)
+	}
+	c.lru.Clear()
+	c.recent.Wait()
+	if _, st := c.VerifyKnown(ctx, k.Secret); st != Invalid {
+		t.Fatalf("VerifyKnown of an expired key: status %v", st)
+	}
+	if n := cs.lookups.Load() - before; n != 1 {
+		t.Errorf("VerifyKnown looked up an expired key (%d lookups): it was remembered as valid", n)
+	}
+}
+
 func TestTouchBatches(t *testing.T) {
 	c, _, m := setup(t)
 	ctx := context.Background()
