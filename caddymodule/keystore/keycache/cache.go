@@ -583,23 +583,21 @@ func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keys
 	case err == nil && cred.Usable(time.Unix(0, loadedAt)):
 		e = newEntry(h, epoch, &cred)
 		e.loadedAt = loadedAt
-	case err == nil && cred.Key.RevokedAt != nil:
-		// Revoked. Until its notification arrives, this instance may
+	case err == nil || errors.Is(err, keystore.ErrNotFound):
+		// Revoked, expired (both final) or unknown: cached alike, as a
+		// refusal that builds nothing, is not remembered as a key that
+		// was valid and outlives the account's invalidations, so that
+		// the three cost about the same.
+		//
+		// Revoked: until its notification arrives, this instance may
 		// still hold the key as valid from a lookup that read it just
-		// before the revocation: invalidate the account now, so that
-		// once one request got 401 for the key no later one gets 200.
-		// A revocation is final, so this entry takes the new epoch.
-		if c.now().Sub(*cred.Key.RevokedAt) < 2*MaxTTL {
+		// before the revocation. Invalidate the account now, so that
+		// once one request got 401 for the key no later one gets 200;
+		// the refusal takes the new epoch.
+		if r := cred.Key.RevokedAt; err == nil && r != nil && c.now().Sub(*r) < 2*MaxTTL {
 			c.InvalidateAccount(cred.Key.AccountID)
 			epoch = c.epoch.Load()
 		}
-		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt, AccountID: cred.Key.AccountID}
-	case err == nil:
-		// Expired, which is final: refused like an unknown key, at about
-		// the same cost (no header values built, not remembered as a key
-		// that was valid).
-		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt, AccountID: cred.Key.AccountID}
-	case errors.Is(err, keystore.ErrNotFound):
 		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt}
 	default:
 		return nil, err
