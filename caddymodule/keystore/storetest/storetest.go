@@ -142,19 +142,28 @@ func checkTime(t testing.TB, what string, got, want *time.Time) {
 // checkKey compares a stored key with what was created from nk.
 func checkKey(t testing.TB, got keystore.Key, nk keystore.NewKey) {
 	t.Helper()
-	if got.ID != nk.ID || got.AccountID != nk.AccountID || got.Name != nk.Name || got.Prefix != nk.Prefix {
-		t.Errorf("key = {id %q account %q name %q prefix %q}, want {%q %q %q %q}",
-			got.ID, got.AccountID, got.Name, got.Prefix, nk.ID, nk.AccountID, nk.Name, nk.Prefix)
+	checkCheckedFields(t, got, nk)
+	if got.Name != nk.Name || got.Prefix != nk.Prefix {
+		t.Errorf("key name %q prefix %q, want %q %q", got.Name, got.Prefix, nk.Name, nk.Prefix)
+	}
+	if !nk.CreatedAt.IsZero() {
+		want := micro(nk.CreatedAt)
+		checkTime(t, "created_at", &got.CreatedAt, &want)
+	}
+}
+
+// checkCheckedFields checks the fields of a key that the gateway checks,
+// the ones a lookup returns (keystore.Credential).
+func checkCheckedFields(t testing.TB, got keystore.Key, nk keystore.NewKey) {
+	t.Helper()
+	if got.ID != nk.ID || got.AccountID != nk.AccountID {
+		t.Errorf("key = {id %q account %q}, want {%q %q}", got.ID, got.AccountID, nk.ID, nk.AccountID)
 	}
 	if got.Scopes == nil {
 		t.Errorf("scopes = nil, want a non-nil slice")
 	}
 	if !slices.Equal(got.Scopes, nk.Scopes) && (len(got.Scopes) != 0 || len(nk.Scopes) != 0) {
 		t.Errorf("scopes = %q, want %q", got.Scopes, nk.Scopes)
-	}
-	if !nk.CreatedAt.IsZero() {
-		want := micro(nk.CreatedAt)
-		checkTime(t, "created_at", &got.CreatedAt, &want)
 	}
 	checkTime(t, "expires_at", got.ExpiresAt, microPtr(nk.ExpiresAt))
 }
@@ -164,16 +173,7 @@ func checkKey(t testing.TB, got keystore.Key, nk keystore.NewKey) {
 func checkCredential(t testing.TB, got keystore.Credential, nk keystore.NewKey) {
 	t.Helper()
 	k := got.Key
-	if k.ID != nk.ID || k.AccountID != nk.AccountID {
-		t.Errorf("credential = {id %q account %q}, want {%q %q}", k.ID, k.AccountID, nk.ID, nk.AccountID)
-	}
-	if k.Scopes == nil {
-		t.Errorf("scopes = nil, want a non-nil slice")
-	}
-	if !slices.Equal(k.Scopes, nk.Scopes) && (len(k.Scopes) != 0 || len(nk.Scopes) != 0) {
-		t.Errorf("scopes = %q, want %q", k.Scopes, nk.Scopes)
-	}
-	checkTime(t, "expires_at", k.ExpiresAt, microPtr(nk.ExpiresAt))
+	checkCheckedFields(t, k, nk)
 	if k.Name != "" || k.Prefix != "" || !k.CreatedAt.IsZero() || k.LastUsedAt != nil {
 		t.Errorf("credential has name %q prefix %q created_at %v last_used_at %v, want them left zero",
 			k.Name, k.Prefix, k.CreatedAt, k.LastUsedAt)
