@@ -823,7 +823,7 @@ func propagation(cfg config, storage, upstream string) error {
 		// B and C polled at once, each on its own, so that C's time does
 		// not include B's; a short pause between polls leaves the pinned
 		// core to the Caddys.
-		took := make([]time.Duration, 2)
+		took := make([]time.Duration, len(procs)-1)
 		var wg sync.WaitGroup
 		for i, p := range procs[1:] {
 			wg.Go(func() {
@@ -844,7 +844,7 @@ func propagation(cfg config, storage, upstream string) error {
 			}
 		}
 		each = append(each, took...)
-		worst = append(worst, max(took[0], took[1]))
+		worst = append(worst, slices.Max(took))
 	}
 	pct := func(ds []time.Duration, q int) time.Duration {
 		s := slices.Clone(ds)
