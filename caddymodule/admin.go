@@ -5,7 +5,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/keys"
 )
 
 func init() {

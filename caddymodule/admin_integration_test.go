@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keys"
 )
 
 func mustGenerate(t *testing.T) apikey.Generated {

@@ -16,9 +16,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
-	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keycache"
+	"github.com/spkgate/spkgate/scope"
 )
 
 func init() {

@@ -10,10 +10,10 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
-	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
-	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/keycache"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/scope"
 )
 
 // benchHandler is spk_auth wired to a real SQLite store and cache, without

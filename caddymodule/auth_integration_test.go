@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keys"
 )
 
 const (

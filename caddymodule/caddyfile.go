@@ -11,8 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
-	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+	"github.com/spkgate/spkgate/keycache"
+	"github.com/spkgate/spkgate/scope"
 )
 
 func init() {

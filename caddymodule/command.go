@@ -12,7 +12,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/keys"
 )
 
 func init() {

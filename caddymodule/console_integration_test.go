@@ -12,7 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/keys"
 )
 
 // consoleSetup is a real Caddy with the console behind basic_auth (two

@@ -20,8 +20,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/spkgate/spkgate/caddymodule"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keys"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

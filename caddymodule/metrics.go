@@ -4,7 +4,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
+	"github.com/spkgate/spkgate/keycache"
 )
 
 // registerMetrics exposes the cache's counters on Caddy's metrics

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+	"github.com/spkgate/spkgate/scope"
 )
 
 // response is a refusal, built once at start-up: the same bytes for every

@@ -13,12 +13,12 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/caddymodule"
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keycache"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
-	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keycache"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore/pgstore"
 )
 
 // These tests put the gateway of this process (instance A) on a real

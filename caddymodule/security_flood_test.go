@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keystore/pgstore"
 )
 
 // floodRequests is how many requests with random well-formed keys

@@ -28,9 +28,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keys"
 )
 
 // recorder is an upstream that keeps every request it received (up to a

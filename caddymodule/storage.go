@@ -7,9 +7,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/pgstore"
+	"github.com/spkgate/spkgate/keystore/sqlitestore"
 )
 
 func init() {

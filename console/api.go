@@ -5,9 +5,9 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
-	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/scope"
 )
 
 // ScopesResponse is the body of GET <base>/api/scopes.

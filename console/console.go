@@ -27,8 +27,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // DefaultBasePath is where the console lives unless configured otherwise.

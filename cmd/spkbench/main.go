@@ -36,11 +36,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
-	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/pgstore"
+	"github.com/spkgate/spkgate/keystore/sqlitestore"
 
 	"github.com/spkgate/spkgate/internal/caddybin"
 )

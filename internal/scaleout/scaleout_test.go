@@ -21,11 +21,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
-	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
+	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/pgstore"
 
 	"github.com/spkgate/spkgate/internal/caddybin"
 )

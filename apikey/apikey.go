@@ -17,7 +17,7 @@ import (
 	"errors"
 	"hash/crc32"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 const (

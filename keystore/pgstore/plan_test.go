@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/storetest"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keystore/storetest"
 )
 
 // A cold key is one indexed query, however many keys are stored: with the

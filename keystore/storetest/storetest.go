@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // Run runs the conformance suite against the backend that open creates.

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
-	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/sqlitestore"
 )
 
 // countingStore counts lookups and can hold one lookup until released, to

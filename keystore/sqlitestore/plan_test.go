@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore/storetest"
+	"github.com/spkgate/spkgate/keystore/storetest"
 )
 
 // A cold key is one indexed query, however many keys are stored: the

@@ -10,10 +10,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/storetest"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/pgstore"
+	"github.com/spkgate/spkgate/keystore/storetest"
 )
 
 // recorder is a keystore.ChangeListener that hands everything to the test.

@@ -24,9 +24,9 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/scope"
 )
 
 // Limits and defaults of the cache lifetimes.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // timeLayout is how times are stored: UTC, fixed width, microseconds.

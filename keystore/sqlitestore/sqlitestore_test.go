@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/storetest"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/keystore/storetest"
 )
 
 func openAt(tb testing.TB, path string) *sqlitestore.Store {
@@ -301,7 +301,7 @@ func TestErrorsCarryNoHash(t *testing.T) {
 // one LookupKey by hash in a database of 10,000 keys. For a bigger table
 // run, e.g.:
 //
-//	SPK_BENCH_KEYS=1000000 go test -run '^$' -bench LookupKey ./caddymodule/keystore/sqlitestore
+//	SPK_BENCH_KEYS=1000000 go test -run '^$' -bench LookupKey ./keystore/sqlitestore
 func BenchmarkLookupKey(b *testing.B) {
 	s := openAt(b, filepath.Join(b.TempDir(), "spk.db"))
 	storetest.BenchmarkLookupKey(b, s)

@@ -8,7 +8,7 @@ import (
 	"mime"
 	"net/http"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // The JSON shapes below are shared by the console API and Caddy's admin

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/pgstore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/storetest"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/pgstore"
+	"github.com/spkgate/spkgate/keystore/storetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -291,7 +291,7 @@ func TestOpenBadDSN(t *testing.T) {
 // one LookupKey by hash in a database of 10,000 keys, over TCP to a local
 // server. For a bigger table run, e.g.:
 //
-//	SPK_BENCH_KEYS=1000000 go test -run '^$' -bench LookupKey ./caddymodule/keystore/pgstore
+//	SPK_BENCH_KEYS=1000000 go test -run '^$' -bench LookupKey ./keystore/pgstore
 //
 // (set SPK_TEST_DATABASE_URL to measure against another server).
 func BenchmarkLookupKey(b *testing.B) {

@@ -13,9 +13,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/scope"
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/scope"
 )
 
 // MaxNameLen is the longest key name, in characters.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // BenchKeysEnv names the environment variable that sets how many keys

@@ -30,7 +30,7 @@ import (
 
 	"modernc.org/sqlite"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // BusyTimeout is how long a statement waits for a lock held by another

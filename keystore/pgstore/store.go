@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // keyColumns are the columns scanKey reads, in order.

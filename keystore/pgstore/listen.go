@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
+	"github.com/spkgate/spkgate/keystore"
 )
 
 // changesChannel is where the changes table's trigger announces changes

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spkgate/spkgate/caddymodule/keystore"
-	"github.com/spkgate/spkgate/caddymodule/keystore/apikey"
-	"github.com/spkgate/spkgate/caddymodule/keystore/keys"
-	"github.com/spkgate/spkgate/caddymodule/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/keystore/sqlitestore"
 )
 
 // notifyingStore is a real SQLite store that is also a keystore.Notifier
