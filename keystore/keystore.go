@@ -13,6 +13,7 @@ package keystore
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 )
 
@@ -55,6 +56,20 @@ type Key struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 	// RevokedAt is when the key was revoked; nil while it is active.
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// AllowedIPs restricts the client addresses the key may be used from;
+	// empty means any address.
+	AllowedIPs []netip.Prefix `json:"allowed_ips,omitempty"`
+	// RateLimit is the key's own rate, below its account's; nil means the
+	// account's limit alone applies.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+}
+
+// RateLimit is a rate of at most Requests requests per Window.
+type RateLimit struct {
+	// Requests is how many requests a window admits (at least 1).
+	Requests int
+	// Window is the length of the window (positive).
+	Window time.Duration
 }
 
 // NewKey is what CreateKey stores.
