@@ -689,7 +689,7 @@ func (c *Cache) Apply(ch keystore.Change) {
 	switch ch.Kind {
 	case keystore.ChangeCreated:
 		c.InvalidateUnknown()
-	case keystore.ChangeRevoked, keystore.ChangePlan:
+	case keystore.ChangeRevoked, keystore.ChangePlan, keystore.ChangeUpdated:
 		c.InvalidateAccount(ch.AccountID)
 	default:
 		c.DropAll()

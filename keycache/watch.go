@@ -326,7 +326,7 @@ func applicable(ch keystore.Change) bool {
 	switch ch.Kind {
 	case keystore.ChangeCreated:
 		return ch.Seq > 0
-	case keystore.ChangeRevoked, keystore.ChangePlan:
+	case keystore.ChangeRevoked, keystore.ChangePlan, keystore.ChangeUpdated:
 		return ch.Seq > 0 && ch.AccountID != ""
 	}
 	return false

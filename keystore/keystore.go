@@ -62,6 +62,10 @@ type Key struct {
 	// RateLimit is the key's own rate, below its account's; nil means the
 	// account's limit alone applies.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// ReplacedBy is the id of the key that replaced this one when it was
+	// rolled ("" if it was not): it works until its ExpiresAt, the end of
+	// the roll's grace period, and can no longer be edited or rolled.
+	ReplacedBy string `json:"replaced_by,omitempty"`
 }
 
 // RateLimit is a rate of at most Requests requests per Window.
@@ -82,12 +86,16 @@ type NewKey struct {
 	Scopes    []string
 	CreatedAt time.Time
 	ExpiresAt *time.Time
+	// AllowedIPs and RateLimit are the key's restrictions (see Key).
+	AllowedIPs []netip.Prefix
+	RateLimit  *RateLimit
 }
 
 // Credential is the answer to a key lookup: what the gateway checks of a
 // key, and its account's plan, read together by one indexed query.
 type Credential struct {
-	// Key holds only ID, AccountID, Scopes, ExpiresAt and RevokedAt; Name,
+	// Key holds only ID, AccountID, Scopes, ExpiresAt, RevokedAt,
+	// AllowedIPs and RateLimit; Name,
 	// Prefix, CreatedAt and LastUsedAt are zero (GetKey reads them). Less
 	// to read and decode makes a cold lookup cheaper, and a refused key
 	// (revoked or expired) costs about what an unknown one does, so that
@@ -220,6 +228,29 @@ type Store interface {
 	LastChange(ctx context.Context) (int64, error)
 	// PruneChanges deletes changes recorded before the given time.
 	PruneChanges(ctx context.Context, before time.Time) error
+	// UpdateKey edits an active key of the account (any account's with an
+	// empty accountID) in one transaction: it reads the key, locked, calls
+	// edit with it, and stores what edit left in the editable fields
+	// (Name, Scopes, ExpiresAt, AllowedIPs, RateLimit), recording a
+	// ChangeUpdated and a key.updated event. An error from edit is
+	// returned as it is, and nothing is written; so is nothing when edit
+	// changes none of the fields. A revoked or unknown key is ErrNotFound.
+	UpdateKey(ctx context.Context, accountID, keyID string, edit func(*Key) error) (Key, error)
+	// RollKey replaces an active key with a new one of the same name,
+	// scopes, expiry and restrictions, in one transaction: the old key's
+	// expiry becomes r.Ends (unless it expires earlier) and its ReplacedBy
+	// the new id, and an old key whose end is not after r.At is revoked
+	// too. check, if not nil, is called with the old key first; its error
+	// is returned as it is. It records a ChangeCreated (new key), a
+	// ChangeUpdated (old key) and a key.rolled event, and returns both
+	// keys. A revoked or unknown key is ErrNotFound; one already rolled is
+	// ErrKeyRolled.
+	RollKey(ctx context.Context, accountID, keyID string, r Roll, check func(old Key) error) (old, replacement Key, err error)
+	// Events returns the account's audit events, newest first.
+	Events(ctx context.Context, accountID string, q EventQuery) ([]Event, error)
+	// PruneEvents deletes the events recorded before the given time and
+	// returns how many it deleted.
+	PruneEvents(ctx context.Context, before time.Time) (int64, error)
 	// Ping checks that the store can answer.
 	Ping(ctx context.Context) error
 	// Close releases the store's connections.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 )
 
 // keyColumns are the columns scanKey reads, in order.
-const keyColumns = `k.id, k.account_id, k.name, k.prefix, k.scopes, k.created_at, k.last_used_at, k.expires_at, k.revoked_at`
+const keyColumns = `k.id, k.account_id, k.name, k.prefix, k.scopes, k.created_at, k.last_used_at, k.expires_at, k.revoked_at, k.allowed_ips, k.rate_requests, k.rate_window_us, coalesce(k.replaced_by, '')`
 
 func micro(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
@@ -28,9 +29,17 @@ func utcPtr(t *time.Time) *time.Time {
 
 // scanKey reads keyColumns, then extra.
 func scanKey(row pgx.Row, extra ...any) (keystore.Key, error) {
-	var k keystore.Key
-	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Prefix, &k.Scopes, &k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.RevokedAt}, extra...)
+	var (
+		k            keystore.Key
+		ips          []string
+		rateN, rateW *int64
+	)
+	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Prefix, &k.Scopes, &k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.RevokedAt,
+		&ips, &rateN, &rateW, &k.ReplacedBy}, extra...)
 	if err := row.Scan(dest...); err != nil {
+		return keystore.Key{}, err
+	}
+	if err := decodeRestrictions(&k, ips, rateN, rateW); err != nil {
 		return keystore.Key{}, err
 	}
 	if k.Scopes == nil {
@@ -45,14 +54,21 @@ func scanKey(row pgx.Row, extra ...any) (keystore.Key, error) {
 
 // credentialColumns are the columns scanCredential reads, in order: only
 // what the gateway checks (see keystore.Credential).
-const credentialColumns = `k.id, k.account_id, k.scopes, k.expires_at, k.revoked_at, coalesce(a.plan, '')`
+const credentialColumns = `k.id, k.account_id, k.scopes, k.expires_at, k.revoked_at, k.allowed_ips, k.rate_requests, k.rate_window_us, coalesce(a.plan, '')`
 
 // scanCredential reads credentialColumns, then extra.
 func scanCredential(row pgx.Row, extra ...any) (keystore.Credential, error) {
-	var c keystore.Credential
+	var (
+		c            keystore.Credential
+		ips          []string
+		rateN, rateW *int64
+	)
 	k := &c.Key
-	dest := append([]any{&k.ID, &k.AccountID, &k.Scopes, &k.ExpiresAt, &k.RevokedAt, &c.Plan}, extra...)
+	dest := append([]any{&k.ID, &k.AccountID, &k.Scopes, &k.ExpiresAt, &k.RevokedAt, &ips, &rateN, &rateW, &c.Plan}, extra...)
 	if err := row.Scan(dest...); err != nil {
+		return keystore.Credential{}, err
+	}
+	if err := decodeRestrictions(k, ips, rateN, rateW); err != nil {
 		return keystore.Credential{}, err
 	}
 	if k.Scopes == nil {
@@ -130,20 +146,38 @@ func (s *Store) CreateKey(ctx context.Context, nk keystore.NewKey) (keystore.Key
 		e := micro(*nk.ExpiresAt)
 		k.ExpiresAt = &e
 	}
+	k.AllowedIPs = append([]netip.Prefix(nil), nk.AllowedIPs...)
+	if nk.RateLimit != nil {
+		rl := *nk.RateLimit
+		k.RateLimit = &rl
+	}
+	ips, rateN, rateW, err := encodeRestrictions(&k)
+	if err != nil {
+		return keystore.Key{}, invalid(op, err.Error())
+	}
+	audit := keystore.AuditFrom(ctx)
+	ev, err := keystore.NewEvent(audit, keystore.ActionKeyCreated, now, &k, keystore.CreateDetails(&k))
+	if err != nil {
+		return keystore.Key{}, invalid(op, err.Error())
+	}
 	ctx, cancel := withTimeout(ctx, WriteTimeout)
 	defer cancel()
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO api_keys
-			(id, account_id, name, prefix, key_hash, scopes, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			k.ID, k.AccountID, k.Name, k.Prefix, nk.Hash[:], k.Scopes, k.CreatedAt, k.ExpiresAt); err != nil {
+			(id, account_id, name, prefix, key_hash, scopes, created_at, expires_at, allowed_ips, rate_requests, rate_window_us)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			k.ID, k.AccountID, k.Name, k.Prefix, nk.Hash[:], k.Scopes, k.CreatedAt, k.ExpiresAt, ips, rateN, rateW); err != nil {
 			return err
 		}
-		return recordChange(ctx, tx, keystore.ChangeCreated, k.AccountID, &nk.Hash, now)
+		if err := recordChange(ctx, tx, keystore.ChangeCreated, k.AccountID, &nk.Hash, now); err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, &ev)
 	})
 	if err != nil {
 		return keystore.Key{}, s.errorf(op, err)
 	}
+	audit.Announce(ev)
 	return k, nil
 }
 
@@ -275,6 +309,8 @@ func (s *Store) RevokeKey(ctx context.Context, accountID, keyID string) (keystor
 		h keystore.Hash
 	)
 	now := micro(time.Now())
+	audit := keystore.AuditFrom(ctx)
+	var ev keystore.Event
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var raw []byte
 		var err error
@@ -287,11 +323,18 @@ func (s *Store) RevokeKey(ctx context.Context, accountID, keyID string) (keystor
 		if h, err = toHash(raw); err != nil {
 			return err
 		}
-		return recordChange(ctx, tx, keystore.ChangeRevoked, k.AccountID, &h, now)
+		if err := recordChange(ctx, tx, keystore.ChangeRevoked, k.AccountID, &h, now); err != nil {
+			return err
+		}
+		if ev, err = keystore.NewEvent(audit, keystore.ActionKeyRevoked, now, &k, nil); err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, &ev)
 	})
 	if err != nil {
 		return keystore.Key{}, keystore.Hash{}, s.errorf(op, err)
 	}
+	audit.Announce(ev)
 	return k, h, nil
 }
 
@@ -311,7 +354,11 @@ func (s *Store) RevokeAccountKeys(ctx context.Context, accountID string) (int, e
 	ctx, cancel := withTimeout(ctx, BulkWriteTimeout)
 	defer cancel()
 	now := micro(time.Now())
-	var n int
+	audit := keystore.AuditFrom(ctx)
+	var (
+		n  int
+		ev keystore.Event
+	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		n = 0
 		rows, err := tx.Query(ctx, `UPDATE api_keys k SET revoked_at = $2
@@ -343,11 +390,22 @@ func (s *Store) RevokeAccountKeys(ctx context.Context, accountID string) (int, e
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
+		ev, err = keystore.NewEvent(audit, keystore.ActionAccountKeysRevoked, now,
+			&keystore.Key{AccountID: accountID}, keystore.RevokedDetails{Revoked: len(hashes)})
+		if err != nil {
+			return err
+		}
+		if err := insertEvent(ctx, tx, &ev); err != nil {
+			return err
+		}
 		n = len(hashes)
 		return nil
 	})
 	if err != nil {
 		return 0, s.errorf(op, err)
+	}
+	if n > 0 {
+		audit.Announce(ev)
 	}
 	return n, nil
 }
@@ -378,8 +436,12 @@ func (s *Store) SetPlan(ctx context.Context, accountID, plan string) (bool, erro
 		return false, s.errorf(op, err)
 	}
 
-	var changed bool
+	var (
+		changed bool
+		ev      keystore.Event
+	)
 	now := micro(time.Now())
+	audit := keystore.AuditFrom(ctx)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		changed = false
 		// Make sure the row exists, then lock it: concurrent SetPlans
@@ -398,11 +460,26 @@ func (s *Store) SetPlan(ctx context.Context, accountID, plan string) (bool, erro
 		if _, err := tx.Exec(ctx, `UPDATE accounts SET plan = $2, updated_at = $3 WHERE id = $1`, accountID, plan, now); err != nil {
 			return err
 		}
+		if err := recordChange(ctx, tx, keystore.ChangePlan, accountID, nil, now); err != nil {
+			return err
+		}
+		var err error
+		ev, err = keystore.NewEvent(audit, keystore.ActionAccountPlanChanged, now,
+			&keystore.Key{AccountID: accountID}, keystore.FromTo{From: prev, To: plan})
+		if err != nil {
+			return err
+		}
+		if err := insertEvent(ctx, tx, &ev); err != nil {
+			return err
+		}
 		changed = true
-		return recordChange(ctx, tx, keystore.ChangePlan, accountID, nil, now)
+		return nil
 	})
 	if err != nil {
 		return false, s.errorf(op, err)
+	}
+	if changed {
+		audit.Announce(ev)
 	}
 	return changed, nil
 }

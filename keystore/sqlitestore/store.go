@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -56,13 +57,13 @@ func encodeScopes(scopes []string) (string, error) {
 // keyColumns are the columns scanKey reads, in order; returningColumns
 // are the same without the table alias, which RETURNING does not accept.
 const (
-	keyColumns       = `k.id, k.account_id, k.name, k.prefix, k.scopes, k.created_at, k.last_used_at, k.expires_at, k.revoked_at`
-	returningColumns = `id, account_id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at`
+	keyColumns       = `k.id, k.account_id, k.name, k.prefix, k.scopes, k.created_at, k.last_used_at, k.expires_at, k.revoked_at, k.allowed_ips, k.rate_requests, k.rate_window_us, k.replaced_by`
+	returningColumns = `id, account_id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at, allowed_ips, rate_requests, rate_window_us, replaced_by`
 )
 
 // credentialColumns are the columns scanCredential reads, in order: only
 // what the gateway checks (see keystore.Credential).
-const credentialColumns = `k.id, k.account_id, k.scopes, k.expires_at, k.revoked_at, coalesce(a.plan, '')`
+const credentialColumns = `k.id, k.account_id, k.scopes, k.expires_at, k.revoked_at, k.allowed_ips, k.rate_requests, k.rate_window_us, coalesce(a.plan, '')`
 
 // lookupSQL is the gateway's cold path: one probe of the unique key_hash
 // index (TestLookupUsesTheIndex).
@@ -75,11 +76,13 @@ type scanner interface{ Scan(dest ...any) error }
 // scanKey reads keyColumns, then extra.
 func scanKey(row scanner, extra ...any) (keystore.Key, error) {
 	var (
-		k                          keystore.Key
-		scopes, created            string
-		lastUsed, expires, revoked sql.NullString
+		k                                      keystore.Key
+		scopes, created, ips                   string
+		lastUsed, expires, revoked, replacedBy sql.NullString
+		rateN, rateW                           sql.NullInt64
 	)
-	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Prefix, &scopes, &created, &lastUsed, &expires, &revoked}, extra...)
+	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Prefix, &scopes, &created, &lastUsed, &expires, &revoked,
+		&ips, &rateN, &rateW, &replacedBy}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return keystore.Key{}, err
 	}
@@ -99,6 +102,10 @@ func scanKey(row scanner, extra ...any) (keystore.Key, error) {
 	if k.RevokedAt, err = parseTimePtr(revoked); err != nil {
 		return keystore.Key{}, err
 	}
+	if err := decodeRestrictions(&k, ips, rateN, rateW); err != nil {
+		return keystore.Key{}, err
+	}
+	k.ReplacedBy = replacedBy.String
 	return k, nil
 }
 
@@ -106,10 +113,11 @@ func scanKey(row scanner, extra ...any) (keystore.Key, error) {
 func scanCredential(row scanner, extra ...any) (keystore.Credential, error) {
 	var (
 		c                keystore.Credential
-		scopes           string
+		scopes, ips      string
 		expires, revoked sql.NullString
+		rateN, rateW     sql.NullInt64
 	)
-	dest := append([]any{&c.Key.ID, &c.Key.AccountID, &scopes, &expires, &revoked, &c.Plan}, extra...)
+	dest := append([]any{&c.Key.ID, &c.Key.AccountID, &scopes, &expires, &revoked, &ips, &rateN, &rateW, &c.Plan}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return keystore.Credential{}, err
 	}
@@ -121,6 +129,9 @@ func scanCredential(row scanner, extra ...any) (keystore.Credential, error) {
 		return keystore.Credential{}, err
 	}
 	if c.Key.RevokedAt, err = parseTimePtr(revoked); err != nil {
+		return keystore.Credential{}, err
+	}
+	if err := decodeRestrictions(&c.Key, ips, rateN, rateW); err != nil {
 		return keystore.Credential{}, err
 	}
 	return c, nil
@@ -217,18 +228,37 @@ func (s *Store) CreateKey(ctx context.Context, nk keystore.NewKey) (keystore.Key
 		e := nk.ExpiresAt.UTC().Truncate(time.Microsecond)
 		k.ExpiresAt = &e
 	}
+	k.AllowedIPs = append([]netip.Prefix(nil), nk.AllowedIPs...)
+	if nk.RateLimit != nil {
+		rl := *nk.RateLimit
+		k.RateLimit = &rl
+	}
+	ips, rateN, rateW, err := encodeRestrictions(&k)
+	if err != nil {
+		return keystore.Key{}, invalid(op, err.Error())
+	}
+	audit := keystore.AuditFrom(ctx)
+	ev, err := keystore.NewEvent(audit, keystore.ActionKeyCreated, now, &k, keystore.CreateDetails(&k))
+	if err != nil {
+		return keystore.Key{}, invalid(op, err.Error())
+	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO api_keys
-			(id, account_id, name, prefix, key_hash, scopes, created_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			k.ID, k.AccountID, k.Name, k.Prefix, nk.Hash[:], scopes, formatTime(k.CreatedAt), formatTimePtr(k.ExpiresAt)); err != nil {
+			(id, account_id, name, prefix, key_hash, scopes, created_at, expires_at, allowed_ips, rate_requests, rate_window_us)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.ID, k.AccountID, k.Name, k.Prefix, nk.Hash[:], scopes, formatTime(k.CreatedAt), formatTimePtr(k.ExpiresAt),
+			ips, rateN, rateW); err != nil {
 			return err
 		}
-		return insertChange(ctx, tx, keystore.ChangeCreated, k.AccountID, &nk.Hash, now)
+		if err := insertChange(ctx, tx, keystore.ChangeCreated, k.AccountID, &nk.Hash, now); err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, &ev)
 	})
 	if err != nil {
 		return keystore.Key{}, s.errorf(op, err)
 	}
+	audit.Announce(ev)
 	return k, nil
 }
 
@@ -344,6 +374,8 @@ func (s *Store) RevokeKey(ctx context.Context, accountID, keyID string) (keystor
 		h keystore.Hash
 	)
 	now := time.Now()
+	audit := keystore.AuditFrom(ctx)
+	var ev keystore.Event
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var raw []byte
 		var err error
@@ -356,11 +388,18 @@ func (s *Store) RevokeKey(ctx context.Context, accountID, keyID string) (keystor
 		if h, err = toHash(raw); err != nil {
 			return err
 		}
-		return insertChange(ctx, tx, keystore.ChangeRevoked, k.AccountID, &h, now)
+		if err := insertChange(ctx, tx, keystore.ChangeRevoked, k.AccountID, &h, now); err != nil {
+			return err
+		}
+		if ev, err = keystore.NewEvent(audit, keystore.ActionKeyRevoked, now, &k, nil); err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, &ev)
 	})
 	if err != nil {
 		return keystore.Key{}, keystore.Hash{}, s.errorf(op, err)
 	}
+	audit.Announce(ev)
 	return k, h, nil
 }
 
@@ -376,7 +415,11 @@ func (s *Store) RevokeAccountKeys(ctx context.Context, accountID string) (int, e
 		return 0, err
 	}
 	now := time.Now()
-	var n int
+	audit := keystore.AuditFrom(ctx)
+	var (
+		n  int
+		ev keystore.Event
+	)
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		n = 0
 		rows, err := tx.QueryContext(ctx, `UPDATE api_keys SET revoked_at = ?1
@@ -413,11 +456,25 @@ func (s *Store) RevokeAccountKeys(ctx context.Context, accountID string) (int, e
 				return err
 			}
 		}
+		if len(hashes) == 0 {
+			return nil
+		}
+		ev, err = keystore.NewEvent(audit, keystore.ActionAccountKeysRevoked, now,
+			&keystore.Key{AccountID: accountID}, keystore.RevokedDetails{Revoked: len(hashes)})
+		if err != nil {
+			return err
+		}
+		if err := insertEvent(ctx, tx, &ev); err != nil {
+			return err
+		}
 		n = len(hashes)
 		return nil
 	})
 	if err != nil {
 		return 0, s.errorf(op, err)
+	}
+	if n > 0 {
+		audit.Announce(ev)
 	}
 	return n, nil
 }
@@ -446,8 +503,12 @@ func (s *Store) SetPlan(ctx context.Context, accountID, plan string) (bool, erro
 		return false, s.errorf(op, err)
 	}
 
-	var changed bool
+	var (
+		changed bool
+		ev      keystore.Event
+	)
 	now := time.Now()
+	audit := keystore.AuditFrom(ctx)
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		changed = false
 		var prev string
@@ -467,11 +528,25 @@ func (s *Store) SetPlan(ctx context.Context, accountID, plan string) (bool, erro
 		if prev == plan { // a new account with plan ""
 			return nil
 		}
+		if err := insertChange(ctx, tx, keystore.ChangePlan, accountID, nil, now); err != nil {
+			return err
+		}
+		ev, err = keystore.NewEvent(audit, keystore.ActionAccountPlanChanged, now,
+			&keystore.Key{AccountID: accountID}, keystore.FromTo{From: prev, To: plan})
+		if err != nil {
+			return err
+		}
+		if err := insertEvent(ctx, tx, &ev); err != nil {
+			return err
+		}
 		changed = true
-		return insertChange(ctx, tx, keystore.ChangePlan, accountID, nil, now)
+		return nil
 	})
 	if err != nil {
 		return false, s.errorf(op, err)
+	}
+	if changed {
+		audit.Announce(ev)
 	}
 	return changed, nil
 }

@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"CanceledContext", testCanceledContext},
 		{"Closed", testClosed},
 	}
+	tests = append(tests, lifecycleTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
