@@ -61,7 +61,7 @@ type App struct {
 	// ChangePollInterval is how often the store's change log is read to
 	// learn of revocations, plan changes and new keys made elsewhere. On
 	// PostgreSQL, changes arrive at once through LISTEN/NOTIFY and this
-	// read is the backstop. Default: 1s.
+	// read is the backstop. At most 1m. Default: 1s.
 	ChangePollInterval caddy.Duration `json:"change_poll_interval,omitempty"`
 
 	storage StoreOpener
@@ -179,15 +179,33 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the cache lifetimes.
+// MaxChangePollInterval bounds change_poll_interval: a longer one would
+// leave revocations made elsewhere unseen for too long when notifications
+// are not available (SQLite, or PostgreSQL through a transaction pooler).
+const MaxChangePollInterval = time.Minute
+
+// Validate checks every duration and the plans, whether they came from a
+// Caddyfile or from JSON. Zero means the default.
 func (a *App) Validate() error {
-	switch {
-	case time.Duration(a.CacheTTL) < 0 || time.Duration(a.CacheTTL) > keycache.MaxTTL:
-		return fmt.Errorf("cache_ttl must be between 0 and %s", keycache.MaxTTL)
-	case time.Duration(a.NegativeCacheTTL) < 0 || time.Duration(a.NegativeCacheTTL) > keycache.MaxNegativeTTL:
-		return fmt.Errorf("negative_cache_ttl must be between 0 and %s", keycache.MaxNegativeTTL)
+	if err := checkDuration("cache_ttl", a.CacheTTL, keycache.MaxTTL); err != nil {
+		return err
+	}
+	if err := checkDuration("negative_cache_ttl", a.NegativeCacheTTL, keycache.MaxNegativeTTL); err != nil {
+		return err
+	}
+	if err := checkDuration("change_poll_interval", a.ChangePollInterval, MaxChangePollInterval); err != nil {
+		return err
 	}
 	return checkPlans(a.APIPlans)
+}
+
+// checkDuration checks that an optional duration is 0 (the default) or
+// positive and at most max.
+func checkDuration(name string, d caddy.Duration, max time.Duration) error {
+	if d < 0 || time.Duration(d) > max {
+		return fmt.Errorf("%s %s out of range: it must be positive and at most %s (0 or absent: the default)", name, time.Duration(d), max)
+	}
+	return nil
 }
 
 // checkPlans refuses an empty plan name: an account whose plan was never

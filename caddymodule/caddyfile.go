@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/spkgate/spkgate/console"
 	"github.com/spkgate/spkgate/keycache"
 	"github.com/spkgate/spkgate/scope"
 )
@@ -21,6 +22,14 @@ func init() {
 	// Authentication comes early, with Caddy's own: before any handler that
 	// could answer or proxy the request.
 	httpcaddyfile.RegisterDirectiveOrder("spk_auth", httpcaddyfile.After, "basic_auth")
+	httpcaddyfile.RegisterHandlerDirective("spk_console", parseConsole)
+	// After the login layers (basic_auth, forward_auth, and spk_auth, which
+	// comes right after basic_auth), whose placeholders name the account,
+	// and after encode, which then compresses the pages; before handle,
+	// route, respond and reverse_proxy, so that a catch-all handle block or
+	// the proxy to the rest of the dashboard cannot swallow the console's
+	// path (spk_console passes every other path on).
+	httpcaddyfile.RegisterDirectiveOrder("spk_console", httpcaddyfile.After, "encode")
 }
 
 // parseGlobalOption sets up the spk app from the global option:
@@ -91,7 +100,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.NegativeCacheTTL = v
 		case "change_poll_interval":
-			v, err := parseDuration(d, time.Minute)
+			v, err := parseDuration(d, MaxChangePollInterval)
 			if err != nil {
 				return err
 			}
@@ -221,8 +230,8 @@ func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.FailureLimit = n
 				if d.NextArg() {
 					v, err := caddy.ParseDuration(d.Val())
-					if err != nil || v <= 0 {
-						return d.Errf("failure_limit window %q must be a positive duration", d.Val())
+					if err != nil || v <= 0 || v > MaxFailureWindow {
+						return d.Errf("failure_limit window %q must be a positive duration of at most %s", d.Val(), MaxFailureWindow)
 					}
 					h.FailureWindow = caddy.Duration(v)
 				}
@@ -237,8 +246,73 @@ func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+func parseConsole(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	c := new(Console)
+	err := c.UnmarshalCaddyfile(h.Dispenser)
+	return c, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	spk_console [<matcher>] {
+//		base_path <path>
+//		account <placeholder>
+//		plan <placeholder-or-literal>
+//		base_url <url>
+//		upgrade_url <url>
+//	}
+func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		var dst *string
+		switch sub {
+		case "base_path":
+			dst = &c.BasePath
+		case "account":
+			dst = &c.Account
+		case "plan":
+			dst = &c.Plan
+		case "base_url":
+			dst = &c.BaseURL
+		case "upgrade_url":
+			dst = &c.UpgradeURL
+		default:
+			return d.Errf("unrecognized subdirective %s", sub)
+		}
+		if *dst != "" {
+			return d.Errf("%s given twice", sub)
+		}
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		v := d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		switch {
+		case v == "":
+			return d.Errf("%s must not be empty", sub)
+		case sub == "base_path":
+			if err := console.CheckBasePath(v); err != nil {
+				return d.Errf("%v", err)
+			}
+		case (sub == "base_url" || sub == "upgrade_url") && !strings.Contains(v, "{"):
+			if err := console.CheckURL(v); err != nil {
+				return d.Errf("%s: %v", sub, err)
+			}
+		}
+		*dst = v
+	}
+	return nil
+}
+
 // Interface guards
 var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
 	_ caddyfile.Unmarshaler = (*Auth)(nil)
+	_ caddyfile.Unmarshaler = (*Console)(nil)
 )

@@ -37,97 +37,119 @@ once, by create, and cannot be shown again.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")
 			cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter")
-
-			create := &cobra.Command{
-				Use:   "create --account <id> --name <name> [--scope <scope>]... [--expires <RFC 3339 time> | --expires-in <duration>]",
-				Short: "Creates a key and prints it once",
-				Args:  cobra.NoArgs,
-				RunE: func(c *cobra.Command, _ []string) error {
-					account, _ := c.Flags().GetString("account")
-					name, _ := c.Flags().GetString("name")
-					scopes, _ := c.Flags().GetStringSlice("scope")
-					expires, _ := c.Flags().GetString("expires")
-					expiresIn, _ := c.Flags().GetDuration("expires-in")
-					req := keys.CreateRequest{Name: name, Scopes: scopes}
-					switch {
-					case expires != "" && expiresIn != 0:
-						return errors.New("give --expires or --expires-in, not both")
-					case expires != "":
-						t, err := time.Parse(time.RFC3339, expires)
-						if err != nil {
-							return fmt.Errorf("--expires: %v", err)
-						}
-						req.ExpiresAt = &t
-					case expiresIn != 0:
-						t := time.Now().Add(expiresIn)
-						req.ExpiresAt = &t
-					}
-					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
-						return m.Create(ctx, account, req)
-					})
-				},
+			for _, sub := range spkSubcommands() {
+				cmd.AddCommand(sub)
 			}
-			create.Flags().String("account", "", "Account that owns the key (required)")
-			create.Flags().String("name", "", "Descriptive name, e.g. ci-pipeline (required)")
-			create.Flags().StringSlice("scope", nil, "Scope to grant; repeat or separate with commas; none means full access")
-			create.Flags().String("expires", "", "Expiry time, RFC 3339 (e.g. 2027-01-01T00:00:00Z)")
-			create.Flags().Duration("expires-in", 0, "Expiry as a duration from now (e.g. 720h)")
-
-			list := &cobra.Command{
-				Use:   "list --account <id>",
-				Short: "Lists an account's active keys",
-				Args:  cobra.NoArgs,
-				RunE: func(c *cobra.Command, _ []string) error {
-					account, _ := c.Flags().GetString("account")
-					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
-						ks, err := m.List(ctx, account)
-						return keys.ListResponse{Keys: ks}, err
-					})
-				},
-			}
-			list.Flags().String("account", "", "Account whose keys to list (required)")
-
-			revoke := &cobra.Command{
-				Use:   "revoke <key id>",
-				Short: "Revokes a key",
-				Args:  cobra.ExactArgs(1),
-				RunE: func(c *cobra.Command, args []string) error {
-					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
-						return m.Revoke(ctx, "", args[0])
-					})
-				},
-			}
-
-			plan := &cobra.Command{
-				Use:   "plan --account <id> <plan>",
-				Short: "Records an account's plan",
-				Args:  cobra.ExactArgs(1),
-				RunE: func(c *cobra.Command, args []string) error {
-					account, _ := c.Flags().GetString("account")
-					return withCLIManager(c, func(ctx context.Context, m *keys.Manager) (any, error) {
-						if err := m.SetPlan(ctx, account, args[0]); err != nil {
-							return nil, err
-						}
-						return keys.PlanRequest{Plan: args[0]}, nil
-					})
-				},
-			}
-			plan.Flags().String("account", "", "Account whose plan to set (required)")
-
-			cmd.AddCommand(create, list, revoke, plan)
 		},
+	})
+}
+
+// spkSubcommands lists the "caddy spk" subcommands: each one's usage, its
+// flags, and the cmdSpkX function that runs it.
+func spkSubcommands() []*cobra.Command {
+	create := &cobra.Command{
+		Use:   "create --account <id> --name <name> [--scope <scope>]... [--expires <RFC 3339 time> | --expires-in <duration>]",
+		Short: "Creates a key and prints it once",
+		Args:  cobra.NoArgs,
+		RunE:  runSpk(cmdSpkCreate),
+	}
+	create.Flags().String("account", "", "Account that owns the key (required)")
+	create.Flags().String("name", "", "Descriptive name, e.g. ci-pipeline (required)")
+	create.Flags().StringSlice("scope", nil, "Scope to grant; repeat or separate with commas; none means full access")
+	create.Flags().String("expires", "", "Expiry time, RFC 3339 (e.g. 2027-01-01T00:00:00Z)")
+	create.Flags().Duration("expires-in", 0, "Expiry as a duration from now (e.g. 720h)")
+
+	list := &cobra.Command{
+		Use:   "list --account <id>",
+		Short: "Lists an account's active keys",
+		Args:  cobra.NoArgs,
+		RunE:  runSpk(cmdSpkList),
+	}
+	list.Flags().String("account", "", "Account whose keys to list (required)")
+
+	revoke := &cobra.Command{
+		Use:   "revoke <key id>",
+		Short: "Revokes a key",
+		Args:  cobra.ExactArgs(1),
+		RunE:  runSpk(cmdSpkRevoke),
+	}
+
+	plan := &cobra.Command{
+		Use:   "plan --account <id> <plan>",
+		Short: "Records an account's plan",
+		Args:  cobra.ExactArgs(1),
+		RunE:  runSpk(cmdSpkPlan),
+	}
+	plan.Flags().String("account", "", "Account whose plan to set (required)")
+
+	return []*cobra.Command{create, list, revoke, plan}
+}
+
+// runSpk adapts a subcommand function for cobra. Usage is printed for a
+// command line cobra refuses (unknown flag, wrong number of arguments), not
+// for an error the command itself returns.
+func runSpk(f caddycmd.CommandFunc) func(*cobra.Command, []string) error {
+	run := caddycmd.WrapCommandFuncForCobra(f)
+	return func(c *cobra.Command, args []string) error {
+		c.SilenceUsage = true
+		return run(c, args)
+	}
+}
+
+func cmdSpkCreate(fl caddycmd.Flags) (int, error) {
+	scopes, err := fl.GetStringSlice("scope")
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	expiresIn := fl.Duration("expires-in")
+	req := keys.CreateRequest{Name: fl.String("name"), Scopes: scopes}
+	switch expires := fl.String("expires"); {
+	case expires != "" && expiresIn != 0:
+		return caddy.ExitCodeFailedStartup, errors.New("give --expires or --expires-in, not both")
+	case expires != "":
+		t, err := time.Parse(time.RFC3339, expires)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--expires: %v", err)
+		}
+		req.ExpiresAt = &t
+	case expiresIn != 0:
+		t := time.Now().Add(expiresIn)
+		req.ExpiresAt = &t
+	}
+	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
+		return m.Create(ctx, fl.String("account"), req)
+	})
+}
+
+func cmdSpkList(fl caddycmd.Flags) (int, error) {
+	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
+		ks, err := m.List(ctx, fl.String("account"))
+		return keys.ListResponse{Keys: ks}, err
+	})
+}
+
+func cmdSpkRevoke(fl caddycmd.Flags) (int, error) {
+	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
+		return m.Revoke(ctx, "", fl.Arg(0))
+	})
+}
+
+func cmdSpkPlan(fl caddycmd.Flags) (int, error) {
+	plan := fl.Arg(0)
+	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
+		if err := m.SetPlan(ctx, fl.String("account"), plan); err != nil {
+			return nil, err
+		}
+		return keys.PlanRequest{Plan: plan}, nil
 	})
 }
 
 // withCLIManager opens the store the config names, runs f and prints its
 // result as JSON.
-func withCLIManager(c *cobra.Command, f func(context.Context, *keys.Manager) (any, error)) error {
-	c.SilenceUsage = true
-	configFile, _ := c.Flags().GetString("config")
-	adapter, _ := c.Flags().GetString("adapter")
-	opener, err := storeFromConfig(configFile, adapter)
+func withCLIManager(fl caddycmd.Flags, f func(context.Context, *keys.Manager) (any, error)) (int, error) {
+	opener, err := storeFromConfig(fl.String("config"), fl.String("adapter"))
 	if err != nil {
-		return err
+		return caddy.ExitCodeFailedStartup, err
 	}
 	switch o := opener.(type) {
 	case *SQLiteStorage:
@@ -139,16 +161,19 @@ func withCLIManager(c *cobra.Command, f func(context.Context, *keys.Manager) (an
 	defer cancel()
 	st, err := opener.OpenStore(ctx)
 	if err != nil {
-		return fmt.Errorf("opening key store: %w", err)
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("opening key store: %w", err)
 	}
 	defer st.Close()
 	out, err := f(ctx, &keys.Manager{Store: st})
 	if err != nil {
-		return err
+		return caddy.ExitCodeFailedStartup, err
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	if err := enc.Encode(out); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	return caddy.ExitCodeSuccess, nil
 }
 
 // storeFromConfig loads the config and provisions the storage module of

@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -16,14 +14,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(Console{})
-	httpcaddyfile.RegisterHandlerDirective("spk_console", parseConsole)
-	// After the login layers (basic_auth, forward_auth, and spk_auth, which
-	// comes right after basic_auth), whose placeholders name the account,
-	// and after encode, which then compresses the pages; before handle,
-	// route, respond and reverse_proxy, so that a catch-all handle block or
-	// the proxy to the rest of the dashboard cannot swallow the console's
-	// path (spk_console passes every other path on).
-	httpcaddyfile.RegisterDirectiveOrder("spk_console", httpcaddyfile.After, "encode")
 }
 
 // Console serves the API Console: the pages where a signed-in dashboard
@@ -154,74 +144,9 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return nil
 }
 
-func parseConsole(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	c := new(Console)
-	err := c.UnmarshalCaddyfile(h.Dispenser)
-	return c, err
-}
-
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
-//
-//	spk_console [<matcher>] {
-//		base_path <path>
-//		account <placeholder>
-//		plan <placeholder-or-literal>
-//		base_url <url>
-//		upgrade_url <url>
-//	}
-func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		sub := d.Val()
-		var dst *string
-		switch sub {
-		case "base_path":
-			dst = &c.BasePath
-		case "account":
-			dst = &c.Account
-		case "plan":
-			dst = &c.Plan
-		case "base_url":
-			dst = &c.BaseURL
-		case "upgrade_url":
-			dst = &c.UpgradeURL
-		default:
-			return d.Errf("unrecognized subdirective %s", sub)
-		}
-		if *dst != "" {
-			return d.Errf("%s given twice", sub)
-		}
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		v := d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		switch {
-		case v == "":
-			return d.Errf("%s must not be empty", sub)
-		case sub == "base_path":
-			if err := console.CheckBasePath(v); err != nil {
-				return d.Errf("%v", err)
-			}
-		case (sub == "base_url" || sub == "upgrade_url") && !strings.Contains(v, "{"):
-			if err := console.CheckURL(v); err != nil {
-				return d.Errf("%s: %v", sub, err)
-			}
-		}
-		*dst = v
-	}
-	return nil
-}
-
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Console)(nil)
 	_ caddy.Validator             = (*Console)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Console)(nil)
-	_ caddyfile.Unmarshaler       = (*Console)(nil)
 )
