@@ -131,7 +131,7 @@ func (m *Manager) Create(ctx context.Context, accountID string, req CreateReques
 		if err != nil {
 			return Created{}, err
 		}
-		k, err := m.Store.CreateKey(ctx, keystore.NewKey{
+		k, err := m.Store.CreateKey(ctx, keystore.CreateKeyParams{
 			ID:        g.ID,
 			AccountID: accountID,
 			Name:      req.Name,

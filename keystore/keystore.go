@@ -76,8 +76,9 @@ type RateLimit struct {
 	Window time.Duration
 }
 
-// NewKey is what CreateKey stores.
-type NewKey struct {
+// CreateKeyParams is the input of Store.CreateKey: a new key as it is
+// stored, its hash in place of the secret.
+type CreateKeyParams struct {
 	ID        string
 	AccountID string
 	Name      string
@@ -187,7 +188,7 @@ type ChangeListener interface {
 type Store interface {
 	// CreateKey stores a new key and records a ChangeCreated. It returns
 	// ErrConflict if the id or hash is taken.
-	CreateKey(ctx context.Context, k NewKey) (Key, error)
+	CreateKey(ctx context.Context, p CreateKeyParams) (Key, error)
 	// LookupKey finds a key by hash, with its account's plan, in one indexed
 	// query (see Credential for the fields it fills). Revoked and expired
 	// keys are returned too (the caller decides); an unknown hash is

@@ -177,7 +177,7 @@ const DefaultEventRetention = 400 * 24 * time.Hour
 
 // Roll describes the key that replaces another in RollKey.
 type Roll struct {
-	// ID, Prefix and Hash are the new key's, as for NewKey.
+	// ID, Prefix and Hash are the new key's, as for CreateKeyParams.
 	ID     string
 	Prefix string
 	Hash   Hash

@@ -480,7 +480,7 @@ func TestScaleOutPropagation(t *testing.T) {
 				}
 			}
 		}
-		if _, err := st.CreateKey(context.Background(), keystore.NewKey{
+		if _, err := st.CreateKey(context.Background(), keystore.CreateKeyParams{
 			ID: g.ID, AccountID: "acct_prop", Name: "created elsewhere", Prefix: g.Display, Hash: g.Hash,
 		}); err != nil {
 			t.Fatal(err)

@@ -102,7 +102,7 @@ func TestListenDeliversChangesInCommitOrder(t *testing.T) {
 	began := time.Now()
 	rec, _ := listen(t, s)
 
-	nk := storetest.NewKey("acct_n")
+	nk := storetest.CreateKeyParams("acct_n")
 	if _, err := s.CreateKey(ctx, nk); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestListenRolledBackChangeIsSilent(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	s := open(t, dsn)
 	ctx := context.Background()
-	nk := storetest.NewKey("acct_rb")
+	nk := storetest.CreateKeyParams("acct_rb")
 	if _, err := s.CreateKey(ctx, nk); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestListenEndsWhenBackendTerminated(t *testing.T) {
 		t.Fatal("Listen did not end within 5s of its backend's termination")
 	}
 	rec, _ := listen(t, s)
-	if _, err := s.CreateKey(context.Background(), storetest.NewKey("acct_t")); err != nil {
+	if _, err := s.CreateKey(context.Background(), storetest.CreateKeyParams("acct_t")); err != nil {
 		t.Fatal(err)
 	}
 	next(t, rec, 5*time.Second)

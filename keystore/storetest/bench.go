@@ -39,7 +39,7 @@ func Seed(tb testing.TB, s keystore.Store, n int) []keystore.Hash {
 					return
 				}
 				acct := "acct_" + strconv.Itoa(i/10)
-				nk := NewKey(acct, "monitors:read")
+				nk := CreateKeyParams(acct, "monitors:read")
 				if _, err := s.CreateKey(ctx, nk); err != nil {
 					failed.Store(&err)
 					return

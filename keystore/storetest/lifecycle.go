@@ -16,10 +16,7 @@ import (
 
 // lifecycleTests are the conformance tests of the key lifecycle: stored
 // restrictions, edits, rolls and the audit trail.
-var lifecycleTests = []struct {
-	name string
-	fn   func(t *testing.T, s keystore.Store)
-}{
+var lifecycleTests = []test{
 	{"Restrictions", testRestrictions},
 	{"UpdateKey", testUpdateKey},
 	{"UpdateKeyRefused", testUpdateKeyRefused},
@@ -95,11 +92,11 @@ func testRestrictions(t *testing.T, s keystore.Store) {
 	acct := newAccount()
 	ips := mustPrefixes("192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32")
 	rl := &keystore.RateLimit{Requests: 10, Window: time.Second}
-	nk := NewKey(acct, "monitors:read")
+	nk := CreateKeyParams(acct, "monitors:read")
 	nk.AllowedIPs, nk.RateLimit = ips, rl
 	k := create(t, s, nk)
 	checkRestrictions(t, "CreateKey", k, ips, rl)
-	plain := NewKey(acct)
+	plain := CreateKeyParams(acct)
 	create(t, s, plain)
 
 	g, err := s.GetKey(ctx, acct, nk.ID)
@@ -136,12 +133,12 @@ func testRestrictions(t *testing.T, s keystore.Store) {
 	checkRestrictions(t, "LookupKeys(plain)", found[plain.Hash].Key, nil, nil)
 
 	// A window below the stored precision (a microsecond) is refused.
-	bad := NewKey(acct)
+	bad := CreateKeyParams(acct)
 	bad.RateLimit = &keystore.RateLimit{Requests: 1, Window: time.Nanosecond}
 	if _, err := s.CreateKey(ctx, bad); err == nil {
 		t.Errorf("CreateKey with a 1ns window succeeded")
 	}
-	bad = NewKey(acct)
+	bad = CreateKeyParams(acct)
 	bad.AllowedIPs = []netip.Prefix{{}}
 	if _, err := s.CreateKey(ctx, bad); err == nil {
 		t.Errorf("CreateKey with an invalid prefix succeeded")
@@ -152,7 +149,7 @@ func testUpdateKey(t *testing.T, s keystore.Store) {
 	var a auditor
 	ctx := a.ctx(t, "alice", keystore.SourceConsole)
 	acct := newAccount()
-	nk := NewKey(acct, "monitors:read")
+	nk := CreateKeyParams(acct, "monitors:read")
 	create(t, s, nk)
 	after, err := s.LastChange(ctx)
 	if err != nil {
@@ -278,9 +275,9 @@ func testUpdateKeyRefused(t *testing.T, s keystore.Store) {
 	var a auditor
 	ctx := a.ctx(t, "bob", keystore.SourceAdminAPI)
 	acct := newAccount()
-	nk := NewKey(acct, "monitors:read")
+	nk := CreateKeyParams(acct, "monitors:read")
 	create(t, s, nk)
-	revoked := NewKey(acct)
+	revoked := CreateKeyParams(acct)
 	create(t, s, revoked)
 	if _, _, err := s.RevokeKey(ctx, acct, revoked.ID); err != nil {
 		t.Fatalf("RevokeKey: %v", err)
@@ -334,7 +331,7 @@ func testRollKey(t *testing.T, s keystore.Store) {
 	var a auditor
 	ctx := a.ctx(t, "carol", keystore.SourceCLI)
 	acct := newAccount()
-	nk := NewKey(acct, "incidents:write")
+	nk := CreateKeyParams(acct, "incidents:write")
 	nk.Name = "ci-pipeline"
 	nk.AllowedIPs = mustPrefixes("192.0.2.0/24")
 	nk.RateLimit = &keystore.RateLimit{Requests: 3, Window: time.Second}
@@ -343,7 +340,7 @@ func testRollKey(t *testing.T, s keystore.Store) {
 	create(t, s, nk)
 	last, _ := s.LastChange(ctx)
 
-	repl := NewKey(acct)
+	repl := CreateKeyParams(acct)
 	at := time.Now()
 	r := keystore.Roll{ID: repl.ID, Prefix: repl.Prefix, Hash: repl.Hash, At: at, Ends: at.Add(24 * time.Hour)}
 	var checked keystore.Key
@@ -415,7 +412,7 @@ func testRollKey(t *testing.T, s keystore.Store) {
 	// The old key cannot be edited or rolled again; its successor can.
 	_, err = s.UpdateKey(ctx, acct, nk.ID, func(k *keystore.Key) error { k.Name = "x"; return nil })
 	wantErr(t, "UpdateKey(rolled)", err, keystore.ErrKeyRolled)
-	again := NewKey(acct)
+	again := CreateKeyParams(acct)
 	_, _, err = s.RollKey(ctx, acct, nk.ID, keystore.Roll{ID: again.ID, Prefix: again.Prefix, Hash: again.Hash, At: at, Ends: at}, nil)
 	wantErr(t, "RollKey(rolled)", err, keystore.ErrKeyRolled)
 	if _, _, err := s.RollKey(ctx, acct, repl.ID, keystore.Roll{ID: again.ID, Prefix: again.Prefix, Hash: again.Hash, At: at, Ends: at.Add(time.Hour)}, nil); err != nil {
@@ -423,11 +420,11 @@ func testRollKey(t *testing.T, s keystore.Store) {
 	}
 
 	// A grace period past the old key's own expiry keeps the expiry.
-	short := NewKey(acct)
+	short := CreateKeyParams(acct)
 	soon := time.Now().Add(time.Hour)
 	short.ExpiresAt = &soon
 	create(t, s, short)
-	r2 := NewKey(acct)
+	r2 := CreateKeyParams(acct)
 	old, nw, err = s.RollKey(ctx, acct, short.ID, keystore.Roll{ID: r2.ID, Prefix: r2.Prefix, Hash: r2.Hash, At: at, Ends: at.Add(7 * 24 * time.Hour)}, nil)
 	if err != nil {
 		t.Fatalf("RollKey(short): %v", err)
@@ -442,9 +439,9 @@ func testRollKey(t *testing.T, s keystore.Store) {
 func testRollKeyNoGrace(t *testing.T, s keystore.Store) {
 	ctx := ctxFor(t)
 	acct := newAccount()
-	nk := NewKey(acct)
+	nk := CreateKeyParams(acct)
 	create(t, s, nk)
-	repl := NewKey(acct)
+	repl := CreateKeyParams(acct)
 	at := time.Now()
 	old, _, err := s.RollKey(ctx, acct, nk.ID, keystore.Roll{ID: repl.ID, Prefix: repl.Prefix, Hash: repl.Hash, At: at, Ends: at}, nil)
 	if err != nil {
@@ -478,11 +475,11 @@ func testRollKeyNoGrace(t *testing.T, s keystore.Store) {
 func testRollKeyRefused(t *testing.T, s keystore.Store) {
 	ctx := ctxFor(t)
 	acct := newAccount()
-	nk := NewKey(acct)
+	nk := CreateKeyParams(acct)
 	create(t, s, nk)
-	taken := NewKey(acct)
+	taken := CreateKeyParams(acct)
 	create(t, s, taken)
-	revoked := NewKey(acct)
+	revoked := CreateKeyParams(acct)
 	create(t, s, revoked)
 	if _, _, err := s.RevokeKey(ctx, acct, revoked.ID); err != nil {
 		t.Fatalf("RevokeKey: %v", err)
@@ -490,12 +487,12 @@ func testRollKeyRefused(t *testing.T, s keystore.Store) {
 	last, _ := s.LastChange(ctx)
 	n := len(events(t, s, acct))
 	at := time.Now()
-	roll := func(repl keystore.NewKey) keystore.Roll {
+	roll := func(repl keystore.CreateKeyParams) keystore.Roll {
 		return keystore.Roll{ID: repl.ID, Prefix: repl.Prefix, Hash: repl.Hash, At: at, Ends: at.Add(time.Hour)}
 	}
 
 	errCheck := errors.New("check refused")
-	repl := NewKey(acct)
+	repl := CreateKeyParams(acct)
 	_, _, err := s.RollKey(ctx, acct, nk.ID, roll(repl), func(keystore.Key) error { return errCheck })
 	if err != errCheck {
 		t.Errorf("RollKey with a failing check = %v, want its error as it is", err)
@@ -535,8 +532,8 @@ func testEvents(t *testing.T, s keystore.Store) {
 	var a auditor
 	admin := a.ctx(t, "admin", keystore.SourceAdminAPI)
 	acct, other := newAccount(), newAccount()
-	k1, k2 := NewKey(acct, "monitors:read"), NewKey(acct)
-	if _, err := s.CreateKey(admin, keystore.NewKey{AccountID: acct}); err == nil { // refused: no event
+	k1, k2 := CreateKeyParams(acct, "monitors:read"), CreateKeyParams(acct)
+	if _, err := s.CreateKey(admin, keystore.CreateKeyParams{AccountID: acct}); err == nil { // refused: no event
 		t.Fatalf("CreateKey without id or hash succeeded")
 	}
 	if _, err := s.CreateKey(admin, k1); err != nil {
@@ -545,7 +542,7 @@ func testEvents(t *testing.T, s keystore.Store) {
 	if _, err := s.CreateKey(admin, k2); err != nil {
 		t.Fatalf("CreateKey: %v", err)
 	}
-	if _, err := s.CreateKey(admin, NewKey(other)); err != nil {
+	if _, err := s.CreateKey(admin, CreateKeyParams(other)); err != nil {
 		t.Fatalf("CreateKey: %v", err)
 	}
 	if _, _, err := s.RevokeKey(admin, acct, k1.ID); err != nil {
@@ -631,7 +628,7 @@ func testEventsOnlyForChanges(t *testing.T, s keystore.Store) {
 	var a auditor
 	ctx := a.ctx(t, "admin", keystore.SourceAdminAPI)
 	acct := newAccount()
-	nk := NewKey(acct)
+	nk := CreateKeyParams(acct)
 	if _, err := s.CreateKey(ctx, nk); err != nil {
 		t.Fatalf("CreateKey: %v", err)
 	}
@@ -666,7 +663,7 @@ func testPruneEvents(t *testing.T, s keystore.Store) {
 	ctx := ctxFor(t)
 	acct := newAccount()
 	for range 3 {
-		create(t, s, NewKey(acct))
+		create(t, s, CreateKeyParams(acct))
 	}
 	n, err := s.PruneEvents(ctx, time.Now().Add(-time.Hour))
 	if err != nil || n != 0 {
@@ -682,7 +679,7 @@ func testPruneEvents(t *testing.T, s keystore.Store) {
 	if evs := events(t, s, acct); len(evs) != 0 {
 		t.Errorf("%d events left after pruning all", len(evs))
 	}
-	create(t, s, NewKey(acct))
+	create(t, s, CreateKeyParams(acct))
 	if evs := events(t, s, acct); len(evs) != 1 {
 		t.Errorf("%d events after pruning and one creation, want 1", len(evs))
 	}
