@@ -6,7 +6,7 @@
 //
 // The suite is split by topic, one file each (keys.go, lookup.go,
 // revoke.go, plans.go, changes.go, touch.go, concurrency.go,
-// unavailable.go, lifecycle.go), as river's riverdrivertest is: a file
+// unavailable.go, lifecycle.go, usage.go), as river's riverdrivertest is: a file
 // declares its topic's tests in a []test, and Run lists the topics. A new
 // topic is a new file and one line in Run; helpers shared by several topics
 // are in helpers.go.
@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"Concurrency", concurrencyTests},
 		{"Unavailable", unavailableTests},
 		{"Lifecycle", lifecycleTests},
+		{"Usage", usageTests},
 	}
 	for _, topic := range topics {
 		t.Run(topic.name, func(t *testing.T) {
