@@ -287,14 +287,11 @@ func TestStaleBoundWhileStoreUnreachable(t *testing.T) {
 
 	ns.down.Store(true)
 	sess.end <- keystore.ErrUnavailable
-	time.Sleep(1200 * time.Millisecond) // a poll fails: the cache is now out of sync
 	clk.advance(DefaultMaxStale - time.Second)
-	time.Sleep(3 * guardInterval)
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
 		t.Fatalf("cached key within the bound: %v", st)
 	}
 	clk.advance(2 * time.Second)
-	time.Sleep(3 * guardInterval)
 	if _, st := c.Verify(ctx, k.Secret); st != Unavailable {
 		t.Fatalf("cached key past the bound while the store is down: %v, want Unavailable", st)
 	}
@@ -316,12 +313,12 @@ func TestHeartbeatsKeepTrustWhileTheLogFails(t *testing.T) {
 	cached(t, c, k.Secret)
 	lookups := ns.lookups.Load()
 
-	ns.down.Store(true) // log reads (and lookups) fail from now on
-	time.Sleep(200 * time.Millisecond)
+	reads := ns.reads.Load()
+	ns.down.Store(true)                                           // log reads (and lookups) fail from now on
+	waitFor(t, func() bool { return ns.reads.Load() >= reads+2 }) // one read failed for sure
 	for range 4 {
 		clk.advance(3 * time.Second)
 		sess.l.Alive(clk.now())
-		time.Sleep(2 * guardInterval)
 		if _, st := c.Verify(ctx, k.Secret); st != Valid {
 			t.Fatalf("cached key with a live session: %v", st)
 		}
@@ -331,7 +328,6 @@ func TestHeartbeatsKeepTrustWhileTheLogFails(t *testing.T) {
 	}
 	// Without heartbeats the bound applies.
 	clk.advance(DefaultMaxStale + time.Second)
-	time.Sleep(3 * guardInterval)
 	if _, st := c.Verify(ctx, k.Secret); st != Unavailable {
 		t.Fatalf("cached key after heartbeats stopped: %v, want Unavailable", st)
 	}
@@ -362,12 +358,12 @@ func TestRevokedLookupInvalidatesTheAccount(t *testing.T) {
 	}
 	// The negative entry is dropped and the first lookup's answer lands late.
 	c.Wait()
-	c.lru.Del(slot(&h))
+	c.entries.Del(slot(&h))
 	c.Wait()
 	stale := newEntry(h, before, &cred)
-	c.lru.SetWithTTL(slot(&h), stale, 1, time.Minute)
+	c.entries.SetWithTTL(slot(&h), stale, 1, time.Minute)
 	c.Wait()
-	if e, ok := c.lru.Get(slot(&h)); !ok || e != stale {
+	if e, ok := c.entries.Get(slot(&h)); !ok || e != stale {
 		t.Fatal("the late entry was not admitted; the test proves nothing")
 	}
 	if _, st := c.Verify(ctx, k.Secret); st != Invalid {
@@ -384,7 +380,7 @@ func TestCacheHoldsMaxEntries(t *testing.T) {
 		var h keystore.Hash
 		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
 		e := &Entry{hash: h, epoch: c.epoch.Load(), known: true}
-		for !c.lru.SetWithTTL(slot(&h), e, 1, time.Minute) {
+		for !c.entries.SetWithTTL(slot(&h), e, 1, time.Minute) {
 			c.Wait() // the set buffer was full: offer it again
 		}
 	}
@@ -393,7 +389,7 @@ func TestCacheHoldsMaxEntries(t *testing.T) {
 	for i := range n {
 		var h keystore.Hash
 		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
-		if _, ok := c.lru.Get(slot(&h)); ok {
+		if _, ok := c.entries.Get(slot(&h)); ok {
 			held++
 		}
 	}

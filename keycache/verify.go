@@ -1,0 +1,227 @@
+package keycache
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/spkgate/spkgate/apikey"
+	"github.com/spkgate/spkgate/keystore"
+)
+
+// Verify checks key and returns its entry when it is Valid. A malformed key
+// is Invalid without any cache or store lookup. Verify does not allocate
+// when the key is cached; a cached key near the end of its entry's life
+// (or used too seldom to be seen again before then) is reloaded in the
+// background, batched with others (Stats.Reloads).
+func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
+	if apikey.Check(key) != nil {
+		c.stats.malformed.Add(1)
+		return nil, Invalid
+	}
+	h := apikey.Hash(key)
+	now := c.now().UnixNano()
+	if e, ok := c.entries.Get(slot(&h)); ok && e.hash == h && c.fresh(e, now) {
+		return c.hit(e, now)
+	}
+	return c.miss(ctx, h)
+}
+
+// hit answers from a cached entry and, when the entry is near the end of
+// its lifetime or the key's next use at its pace would come after that
+// end, queues it for the reloader, which reloads due entries together in
+// the background: a key in use is reloaded before it expires instead of
+// costing one of its requests a store lookup, and keys first cached
+// together (at start, or after the whole cache was dropped) cost a few
+// batched queries instead of a burst of lookups.
+func (c *Cache) hit(e *Entry, now int64) (*Entry, Status) {
+	if !e.usable(now) {
+		return nil, Invalid
+	}
+	if e.refreshAt != 0 && !e.refreshing.Load() {
+		last := e.lastHit.Load()
+		// Due from RefreshAhead of its lifetime on, or when the key's
+		// next use, as far apart as its last two, would find the entry
+		// gone. The second rule matters for keys used less often than a
+		// quarter of a lifetime (every ~8-30 s at the default TTL), which
+		// would otherwise miss that last quarter and cost one of their
+		// requests a lookup every lifetime; a key used about once a
+		// lifetime is reloaded at each use, in the background.
+		due := now >= e.refreshAt || now+(now-last) >= e.staleAt
+		if now-last >= int64(time.Second) {
+			// At most one write a second: a busy key's entry is read by
+			// every core.
+			e.lastHit.Store(now)
+		}
+		// A full queue is checked first, so that while the reloader is
+		// behind, hits on due entries only read.
+		if due && len(c.refreshQ) < cap(c.refreshQ) && e.refreshing.CompareAndSwap(false, true) {
+			select {
+			case c.refreshQ <- e:
+			default: // filled up meanwhile: a later hit tries again
+				e.refreshing.Store(false)
+			}
+		}
+	}
+	return e, Valid
+}
+
+func (c *Cache) answer(e *Entry) (*Entry, Status) {
+	if !e.usable(c.now().UnixNano()) {
+		return nil, Invalid
+	}
+	return e, Valid
+}
+
+// fresh reports whether no invalidation happened since e was filled and
+// whether e is still trusted at now (unix nanoseconds; see trusted).
+func (c *Cache) fresh(e *Entry, now int64) bool {
+	if e.epoch < c.dropBefore.Load() || (!e.known && e.epoch < c.negBefore.Load()) || !c.trusted(e, now) {
+		return false
+	}
+	if e.epoch >= c.lastInval.Load() {
+		return true
+	}
+	v, ok := c.accountInval.Load(e.AccountID)
+	return !ok || v.(invalidation).epoch <= e.epoch
+}
+
+var errRetry = errors.New("invalidated while loading")
+
+func (c *Cache) miss(ctx context.Context, h keystore.Hash) (*Entry, Status) {
+	v, err, _ := c.group.Do(string(h[:]), func() (any, error) {
+		// Detached from the first caller: its cancellation must not fail
+		// the others waiting on the same key.
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.QueryTimeout)
+		defer cancel()
+		for range 3 {
+			e, err := c.load(qctx, h)
+			if err == errRetry {
+				continue
+			}
+			return e, err
+		}
+		return nil, keystore.ErrUnavailable
+	})
+	if err != nil {
+		return nil, Unavailable
+	}
+	return c.answer(v.(*Entry))
+}
+
+// load queries the store and caches the answer, unless an invalidation
+// touching it happened while the query ran (errRetry).
+func (c *Cache) load(ctx context.Context, h keystore.Hash) (*Entry, error) {
+	select {
+	case c.lookupSlots <- struct{}{}:
+		defer func() { <-c.lookupSlots }()
+	case <-ctx.Done():
+		c.stats.failed.Add(1)
+		return nil, keystore.ErrUnavailable
+	}
+	epoch := c.epoch.Load()
+	loadedAt := c.now().UnixNano()
+	c.stats.lookups.Add(1)
+	cred, err := c.store.LookupKey(ctx, h)
+	switch {
+	case err == nil:
+		c.stats.found.Add(1)
+	case errors.Is(err, keystore.ErrNotFound):
+		c.stats.notFound.Add(1)
+	default:
+		c.stats.failed.Add(1)
+	}
+	return c.install(h, epoch, loadedAt, cred, err)
+}
+
+// install caches what the store answered for h (cred, or err), from a
+// query that started at loadedAt in epoch, unless an invalidation touching
+// it happened since (errRetry); a store error is returned as is.
+func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keystore.Credential, err error) (*Entry, error) {
+	var e *Entry
+	switch {
+	case err == nil && cred.Usable(time.Unix(0, loadedAt)):
+		e = newEntry(h, epoch, &cred)
+		e.loadedAt = loadedAt
+	case err == nil || errors.Is(err, keystore.ErrNotFound):
+		// Revoked, expired (both final) or unknown: cached alike, as a
+		// refusal that builds nothing, is not remembered as a key that
+		// was valid and outlives the account's invalidations, so that
+		// the three cost about the same.
+		//
+		// Revoked: until its notification arrives, this instance may
+		// still hold the key as valid from a lookup that read it just
+		// before the revocation. Invalidate the account now, so that
+		// once one request got 401 for the key no later one gets 200;
+		// the refusal takes the new epoch.
+		if r := cred.Key.RevokedAt; err == nil && r != nil && c.now().Sub(*r) < 2*MaxTTL {
+			c.InvalidateAccount(cred.Key.AccountID)
+			epoch = c.epoch.Load()
+		}
+		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt}
+	default:
+		return nil, err
+	}
+	if !c.fresh(e, c.now().UnixNano()) {
+		return nil, errRetry
+	}
+	ttl := time.Duration(c.ttl.Load())
+	if e.known {
+		// Up to a tenth shorter, so that keys cached together do not
+		// expire together; refreshed from RefreshAhead of that on.
+		if j := ttl / 10; j > 0 {
+			ttl -= rand.N(j)
+		}
+		e.refreshAt = loadedAt + int64(float64(ttl)*RefreshAhead)
+		e.staleAt = loadedAt + int64(ttl)
+		e.lastHit.Store(loadedAt)
+	} else {
+		ttl = time.Duration(c.negTTL.Load())
+	}
+	c.entries.SetWithTTL(slot(&h), e, 1, ttl)
+	if e.known {
+		c.recent.SetWithTTL(slot(&h), h, 1, RecentTTL)
+	}
+	return e, nil
+}
+
+// RecentTTL is how long a key that was once verified may still cost a
+// store lookup from a client address past its failure limit.
+const RecentTTL = 10 * time.Minute
+
+// VerifyKnown is Verify for clients that have failed too often: a key
+// cached as valid answers from the cache; a key verified as valid within
+// RecentTTL (whose entry has since expired) is looked up again; anything
+// else is Invalid without a store lookup. So guesses from such a client
+// cost nothing, while a real key used by someone behind the same address
+// keeps working, even across cache expiry.
+func (c *Cache) VerifyKnown(ctx context.Context, key string) (*Entry, Status) {
+	if apikey.Check(key) != nil {
+		c.stats.malformed.Add(1)
+		return nil, Invalid
+	}
+	h := apikey.Hash(key)
+	now := c.now().UnixNano()
+	if e, ok := c.entries.Get(slot(&h)); ok && e.hash == h && c.fresh(e, now) {
+		return c.hit(e, now)
+	}
+	if prev, ok := c.recent.Get(slot(&h)); ok && prev == h {
+		return c.miss(ctx, h)
+	}
+	return nil, Invalid
+}
+
+// Cached answers from the cache alone: a key without a fresh cached entry
+// is Invalid, and the store is never asked. For probes and tests.
+func (c *Cache) Cached(key string) (*Entry, Status) {
+	if apikey.Check(key) != nil {
+		return nil, Invalid
+	}
+	h := apikey.Hash(key)
+	now := c.now().UnixNano()
+	if e, ok := c.entries.Get(slot(&h)); ok && e.hash == h && c.fresh(e, now) {
+		return c.answer(e)
+	}
+	return nil, Invalid
+}
