@@ -38,6 +38,12 @@ type Entry struct {
 	// ScopesHeader is the X-Spk-Scopes value ("*" for full access).
 	ScopesHeader string
 
+	// ips are the key's allowed_ips (none: any address; see AllowsIP).
+	ips []ipNet
+	// rateRequests per rateWindow (nanoseconds) is the key's own rate
+	// limit; 0 for none (see RateLimit).
+	rateRequests, rateWindow int64
+
 	// Placeholders answers the identity placeholders of the key
 	// (PlaceholderAccount and the three others) and nothing else, in the
 	// shape of caddy.ReplacerFunc. It is built once per entry, so a
@@ -91,6 +97,7 @@ func newEntry(h keystore.Hash, epoch uint64, cred *keystore.Credential) *Entry {
 		Plan:         all[l:],
 	}
 	e.Placeholders = e.placeholder
+	e.setRestrictions(k)
 	if k.ExpiresAt != nil {
 		e.expiresAt = k.ExpiresAt.UnixNano()
 	}
