@@ -310,12 +310,18 @@ func TestHeartbeatsKeepTrustWhileTheLogFails(t *testing.T) {
 	c, ns, sess, other := follow(t, FollowConfig{PollInterval: 50 * time.Millisecond}, clk)
 	ctx := context.Background()
 	k := create(t, other, "a1")
+	// The creation's changes (a plan change among them) must be applied
+	// before the key is cached, or they invalidate its entry: wait for a
+	// read that started after them to end.
+	reads := ns.reads.Load()
+	waitFor(t, func() bool { return ns.reads.Load() >= reads+3 })
 	cached(t, c, k.Secret)
 	lookups := ns.lookups.Load()
 
-	reads := ns.reads.Load()
-	ns.down.Store(true)                                           // log reads (and lookups) fail from now on
-	waitFor(t, func() bool { return ns.reads.Load() >= reads+2 }) // one read failed for sure
+	reads = ns.reads.Load()
+	ns.down.Store(true) // log reads (and lookups) fail from now on
+	// A read failed for sure.
+	waitFor(t, func() bool { return ns.reads.Load() >= reads+2 })
 	for range 4 {
 		clk.advance(3 * time.Second)
 		sess.l.Alive(clk.now())
