@@ -49,7 +49,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 			keys.WriteError(w, err)
 			return
 		}
-		k, err := m.Create(r.Context(), r.PathValue("account"), req)
+		k, err := m.Create(r.Context(), adminActor(r), r.PathValue("account"), req)
 		if err != nil {
 			keys.WriteError(w, err)
 			return
@@ -65,7 +65,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 		keys.WriteJSON(w, http.StatusOK, keys.ListResponse{Keys: ks})
 	}))
 	a.mux.HandleFunc("DELETE /spk/accounts/{account}/keys", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
-		n, err := m.RevokeAccount(r.Context(), r.PathValue("account"))
+		n, err := m.RevokeAccount(r.Context(), adminActor(r), r.PathValue("account"))
 		if err != nil {
 			keys.WriteError(w, err)
 			return
@@ -73,7 +73,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 		keys.WriteJSON(w, http.StatusOK, keys.RevokedResponse{Revoked: n})
 	}))
 	a.mux.HandleFunc("DELETE /spk/keys/{id}", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
-		if _, err := m.Revoke(r.Context(), "", r.PathValue("id")); err != nil {
+		if _, err := m.Revoke(r.Context(), adminActor(r), "", r.PathValue("id")); err != nil {
 			keys.WriteError(w, err)
 			return
 		}
@@ -88,7 +88,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 			keys.WriteError(w, err)
 			return
 		}
-		if err := m.SetPlan(r.Context(), r.PathValue("account"), req.Plan); err != nil {
+		if err := m.SetPlan(r.Context(), adminActor(r), r.PathValue("account"), req.Plan); err != nil {
 			keys.WriteError(w, err)
 			return
 		}

@@ -172,7 +172,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache}
+	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache, AuditLog: a.logger.Named("audit")}
 	if err := registerMetrics(ctx, a.shared.cache); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}

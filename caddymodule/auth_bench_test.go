@@ -31,10 +31,10 @@ func benchHandler(b *testing.B, scopes ...string) (*Auth, string) {
 	}
 	b.Cleanup(func() { c.Close(); st.Close() })
 	m := &keys.Manager{Store: st, Cache: c}
-	if err := m.SetPlan(ctx, "acct_bench", "pro"); err != nil {
+	if err := m.SetPlan(ctx, keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_bench", "pro"); err != nil {
 		b.Fatal(err)
 	}
-	k, err := m.Create(ctx, "acct_bench", keys.CreateRequest{Name: "bench", Scopes: scopes})
+	k, err := m.Create(ctx, keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_bench", keys.CreateRequest{Name: "bench", Scopes: scopes})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func BenchmarkServeHTTPCachedSpread(b *testing.B) {
 	m := &keys.Manager{Store: h.cache.Store(), Cache: h.cache}
 	auths := make([][]string, 10_000)
 	for i := range auths {
-		k, err := m.Create(context.Background(), "acct_bench", keys.CreateRequest{Name: "spread"})
+		k, err := m.Create(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_bench", keys.CreateRequest{Name: "spread"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -117,7 +117,7 @@ func cmdSpkCreate(fl caddycmd.Flags) (int, error) {
 		req.ExpiresAt = &t
 	}
 	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
-		return m.Create(ctx, fl.String("account"), req)
+		return m.Create(ctx, cliActor(), fl.String("account"), req)
 	})
 }
 
@@ -130,14 +130,14 @@ func cmdSpkList(fl caddycmd.Flags) (int, error) {
 
 func cmdSpkRevoke(fl caddycmd.Flags) (int, error) {
 	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
-		return m.Revoke(ctx, "", fl.Arg(0))
+		return m.Revoke(ctx, cliActor(), "", fl.Arg(0))
 	})
 }
 
 func cmdSpkPlan(fl caddycmd.Flags) (int, error) {
 	plan := fl.Arg(0)
 	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
-		if err := m.SetPlan(ctx, fl.String("account"), plan); err != nil {
+		if err := m.SetPlan(ctx, cliActor(), fl.String("account"), plan); err != nil {
 			return nil, err
 		}
 		return keys.PlanRequest{Plan: plan}, nil

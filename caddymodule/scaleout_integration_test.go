@@ -197,7 +197,7 @@ func TestScaleOutOutageBoundAndRecovery(t *testing.T) {
 	var revokedAt time.Time
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := other.Revoke(ctx, "", later.ID)
+		_, err := other.Revoke(ctx, keys.Actor{Name: "test", Source: keys.SourceCLI}, "", later.ID)
 		cancel()
 		if err == nil {
 			revokedAt = time.Now()
@@ -236,7 +236,7 @@ func TestScaleOutPartitionedInstanceHonoursTheBound(t *testing.T) {
 
 	proxy.Blackhole()
 	cut := time.Now()
-	if _, err := other.Revoke(context.Background(), "", k.ID); err != nil {
+	if _, err := other.Revoke(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, "", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	var last200, first503 time.Duration
@@ -297,7 +297,7 @@ func TestScaleOutListenerKilledDuringRevocation(t *testing.T) {
 			killed <- n
 		}()
 		time.Sleep(20 * time.Millisecond)
-		if _, err := other.Revoke(context.Background(), "", k.ID); err != nil {
+		if _, err := other.Revoke(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, "", k.ID); err != nil {
 			t.Fatal(err)
 		}
 		revokedAt := time.Now()
@@ -332,7 +332,7 @@ func TestScaleOutRevocationRacesInFlightLookups(t *testing.T) {
 		status         int
 	}
 	for trial := range 8 {
-		k, err := other.Create(context.Background(), "acct_r", keys.CreateRequest{Name: "race"})
+		k, err := other.Create(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_r", keys.CreateRequest{Name: "race"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,7 +366,7 @@ func TestScaleOutRevocationRacesInFlightLookups(t *testing.T) {
 			})
 		}
 		time.Sleep(time.Duration(rand.IntN(15)) * time.Millisecond)
-		if _, err := other.Revoke(context.Background(), "", k.ID); err != nil {
+		if _, err := other.Revoke(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, "", k.ID); err != nil {
 			t.Fatal(err)
 		}
 		revokedAt := time.Now()
@@ -412,7 +412,7 @@ func TestScaleOutRevocationRacesInFlightLookups(t *testing.T) {
 func TestScaleOut10000KeysRevokedInOneTransaction(t *testing.T) {
 	t.Run("one account", func(t *testing.T) {
 		bulkRevocation(t, 1, func(ctx context.Context, other *keys.Manager, _ *pgx.Conn) (int, error) {
-			return other.RevokeAccount(ctx, "acct_bulk_0")
+			return other.RevokeAccount(ctx, keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_bulk_0")
 		})
 	})
 	t.Run("1000 accounts", func(t *testing.T) {
@@ -582,7 +582,7 @@ func TestScaleOutRolledBackRevocationLeavesKeyValid(t *testing.T) {
 		t.Errorf("a rolled-back revocation cost A %d store lookups: something was invalidated", got-lookups)
 	}
 
-	if _, err := other.Revoke(ctx, "", k.ID); err != nil {
+	if _, err := other.Revoke(ctx, keys.Actor{Name: "test", Source: keys.SourceCLI}, "", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	took := g.untilStatus(k.Secret, 401, time.Now(), 5*time.Second, 200)

@@ -78,7 +78,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, rel string, r
 		if h.apiUpgradeFirst(w, rq) {
 			return
 		}
-		if _, err := h.cfg.Keys.Revoke(r.Context(), rq.account, id); err != nil {
+		if _, err := h.cfg.Keys.Revoke(r.Context(), rq.actor, rq.account, id); err != nil {
 			if errors.Is(err, keystore.ErrNotFound) {
 				keys.WriteError(w, err)
 				return
@@ -134,7 +134,7 @@ func (h *Handler) apiCreate(w http.ResponseWriter, r *http.Request, rq *request)
 		keys.WriteError(w, err)
 		return
 	}
-	created, err := h.cfg.Keys.Create(r.Context(), rq.account, req)
+	created, err := h.cfg.Keys.Create(r.Context(), rq.actor, rq.account, req)
 	if err != nil {
 		var fe *keys.FieldError
 		if errors.As(err, &fe) {

@@ -52,6 +52,14 @@ type Identity struct {
 	// (spk_auth's {http.auth.user.key_id}); the console refuses such
 	// requests: a key cannot be used to manage keys.
 	APIKeyID string
+	// User is the signed-in user, as the login layer names them: the
+	// actor of the changes they make, in the audit trail. Empty means the
+	// account id stands for them.
+	User string
+	// ClientIP is the client's address as the server decided it (Caddy's
+	// client IP, trusted_proxies honoured), for the audit trail. Empty
+	// means the request's RemoteAddr.
+	ClientIP string
 }
 
 type identityKey struct{}
@@ -208,6 +216,8 @@ type request struct {
 	plan    string
 	access  bool
 	api     bool
+	// actor is who makes the changes of this request (the audit trail).
+	actor keys.Actor
 }
 
 // serve runs after the cross-origin check.
@@ -241,12 +251,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	plan, err := h.plan(r.Context(), id)
+	actor := id.User
+	if actor == "" {
+		actor = id.AccountID
+	}
+	act := keys.RequestActor(r, actor, keys.SourceConsole, id.ClientIP)
+	plan, err := h.plan(r.Context(), act, id)
 	if err != nil {
 		h.storeFailed(w, r, api, "read plan", err)
 		return
 	}
-	rq := &request{account: id.AccountID, plan: plan, access: h.cfg.PlanHasAPIAccess(plan), api: api}
+	rq := &request{account: id.AccountID, plan: plan, access: h.cfg.PlanHasAPIAccess(plan), api: api, actor: act}
 	if api {
 		h.serveAPI(w, r, strings.TrimPrefix(rel, "/api"), rq)
 		return
@@ -287,7 +302,7 @@ func carriesAPIKey(hd http.Header) bool {
 // plan returns the account's plan: the login layer's, recorded for the
 // account when it differs from what this handler last recorded, or else the
 // plan recorded earlier (by this console, an operator or billing).
-func (h *Handler) plan(ctx context.Context, id Identity) (string, error) {
+func (h *Handler) plan(ctx context.Context, actor keys.Actor, id Identity) (string, error) {
 	plan := strings.TrimSpace(id.Plan)
 	if plan == "" {
 		p, err := h.cfg.Keys.Store.GetPlan(ctx, id.AccountID)
@@ -297,7 +312,7 @@ func (h *Handler) plan(ctx context.Context, id Identity) (string, error) {
 		return p, err
 	}
 	if h.plans.record(id.AccountID, plan) {
-		if err := h.cfg.Keys.SetPlan(ctx, id.AccountID, plan); err != nil {
+		if err := h.cfg.Keys.SetPlan(ctx, actor, id.AccountID, plan); err != nil {
 			// The page still follows the login layer. A store failure is
 			// tried again on the next request; a plan name the store
 			// refuses is reported once.

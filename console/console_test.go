@@ -135,7 +135,7 @@ func (f *fixture) list(account string) []keystore.Key {
 
 func (f *fixture) create(account, name string, scopes ...string) keys.Created {
 	f.t.Helper()
-	c, err := f.keys.Create(context.Background(), account, keys.CreateRequest{Name: name, Scopes: scopes})
+	c, err := f.keys.Create(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, account, keys.CreateRequest{Name: name, Scopes: scopes})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestKeyNamesAreEscapedEverywhere(t *testing.T) {
 		"confirm":    f.do(pro, "GET", base+"/keys/"+k.ID+"/revoke", nil),
 		"form error": f.do(pro, "POST", base+"/new", url.Values{"name": {`"><script>alert(1)</script>` + strings.Repeat("x", 100)}}),
 		"revoked msg": func() answer {
-			f.keys.Revoke(context.Background(), "acct_pro", k.ID)
+			f.keys.Revoke(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_pro", k.ID)
 			return f.do(pro, "GET", base+"?revoked="+k.ID, nil)
 		}(),
 	} {
@@ -396,7 +396,7 @@ func TestRevokeThroughConfirmation(t *testing.T) {
 		t.Fatal("another account's key was revoked")
 	}
 	// Its revocation banner is not shown to another account either.
-	f.keys.Revoke(context.Background(), "acct_other", other.ID)
+	f.keys.Revoke(context.Background(), keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_other", other.ID)
 	if a := f.do(pro, "GET", base+"?revoked="+other.ID, nil); strings.Contains(a.body, "not yours") {
 		t.Fatal("another account's key name was shown")
 	}
@@ -647,7 +647,7 @@ func TestPlanIsRecordedWhenItChanges(t *testing.T) {
 	// Without a plan from the login layer, the recorded plan decides.
 	noPlan := console.Identity{AccountID: "acct_billing"}
 	want(t, "no plan known", f.do(noPlan, "GET", base, nil), 403, "Upgrade your plan")
-	if err := f.keys.SetPlan(ctx, "acct_billing", "enterprise"); err != nil {
+	if err := f.keys.SetPlan(ctx, keys.Actor{Name: "test", Source: keys.SourceCLI}, "acct_billing", "enterprise"); err != nil {
 		t.Fatal(err)
 	}
 	want(t, "plan set by billing", f.do(noPlan, "GET", base, nil), 200, "Enterprise plan")

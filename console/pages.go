@@ -432,7 +432,7 @@ func (h *Handler) createFromForm(w http.ResponseWriter, r *http.Request, rq *req
 		})
 		return
 	}
-	created, err := h.cfg.Keys.Create(r.Context(), rq.account, req)
+	created, err := h.cfg.Keys.Create(r.Context(), rq.actor, rq.account, req)
 	if err != nil {
 		if claimed {
 			h.forms.release(rq.account, formID)
@@ -534,7 +534,7 @@ func (h *Handler) revokeFromForm(w http.ResponseWriter, r *http.Request, rq *req
 		h.fail(w, r, false, *f)
 		return
 	}
-	k, err := h.cfg.Keys.Revoke(r.Context(), rq.account, id)
+	k, err := h.cfg.Keys.Revoke(r.Context(), rq.actor, rq.account, id)
 	if errors.Is(err, keystore.ErrNotFound) {
 		h.keyGone(w, r, rq)
 		return

@@ -112,10 +112,10 @@ func eventually(t *testing.T, msg string, cond func() bool) {
 
 func create(t testing.TB, m *keys.Manager, account string, scopes ...string) keys.Created {
 	t.Helper()
-	if err := m.SetPlan(context.Background(), account, "pro"); err != nil {
+	if err := m.SetPlan(context.Background(), testActor, account, "pro"); err != nil {
 		t.Fatal(err)
 	}
-	k, err := m.Create(context.Background(), account, keys.CreateRequest{Name: "k", Scopes: scopes})
+	k, err := m.Create(context.Background(), testActor, account, keys.CreateRequest{Name: "k", Scopes: scopes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,7 +187,7 @@ func TestReloadRacingRevocation(t *testing.T) {
 		t.Fatal("no reload started")
 	}
 	cs.holdOff()
-	if _, err := m.Revoke(ctx, "a1", k.ID); err != nil {
+	if _, err := m.Revoke(ctx, testActor, "a1", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	close(release)

@@ -106,7 +106,7 @@ func TestRevocationRacingInFlightLookup(t *testing.T) {
 	}()
 	release := <-hold
 	// ...the key is revoked while that answer is on its way...
-	if _, err := m.Revoke(ctx, "a1", k.ID); err != nil {
+	if _, err := m.Revoke(ctx, testActor, "a1", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	cs.holdOff()
@@ -144,11 +144,11 @@ func TestPlanChangeAndRevocationFromChangeLog(t *testing.T) {
 		t.Fatalf("%v %+v", st, e)
 	}
 	c2.entries.Wait()
-	if err := m1.SetPlan(ctx, "a1", "free"); err != nil {
+	if err := m1.SetPlan(ctx, testActor, "a1", "free"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { e, _ := c2.Verify(ctx, k.Secret); return e != nil && e.Plan == "free" })
-	if _, err := m1.Revoke(ctx, "", k.ID); err != nil {
+	if _, err := m1.Revoke(ctx, testActor, "", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { _, st := c2.Verify(ctx, k.Secret); return st == Invalid })
@@ -157,9 +157,9 @@ func TestPlanChangeAndRevocationFromChangeLog(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	c, _, m := setup(t)
 	ctx := context.Background()
-	m.SetPlan(ctx, "a1", "pro")
+	m.SetPlan(ctx, testActor, "a1", "pro")
 	exp := time.Now().Add(time.Hour)
-	k, err := m.Create(ctx, "a1", keys.CreateRequest{Name: "x", ExpiresAt: &exp})
+	k, err := m.Create(ctx, testActor, "a1", keys.CreateRequest{Name: "x", ExpiresAt: &exp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestExpiredWhenLookedUp(t *testing.T) {
 	c, cs, m := setup(t)
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
-	k, err := m.Create(ctx, "a1", keys.CreateRequest{Name: "x", ExpiresAt: &exp})
+	k, err := m.Create(ctx, testActor, "a1", keys.CreateRequest{Name: "x", ExpiresAt: &exp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestVerifyKnownLooksUpOnlyRecentlyValidKeys(t *testing.T) {
 		t.Fatal("an unknown key was looked up for a blocked client")
 	}
 	// A revoked key that was valid is looked up and found revoked.
-	if _, err := m.Revoke(ctx, "a1", k.ID); err != nil {
+	if _, err := m.Revoke(ctx, testActor, "a1", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, st := c.VerifyKnown(ctx, k.Secret); st != Invalid {

@@ -184,7 +184,7 @@ func TestNotificationInvalidatesWithoutReadingTheLog(t *testing.T) {
 	cached(t, c, k.Secret)
 
 	reads, lookups := ns.reads.Load(), ns.lookups.Load()
-	if _, err := other.Revoke(ctx, "a1", k.ID); err != nil {
+	if _, err := other.Revoke(ctx, testActor, "a1", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, st := c.Verify(ctx, k.Secret); st != Valid {
@@ -206,7 +206,7 @@ func TestNotificationInvalidatesWithoutReadingTheLog(t *testing.T) {
 	// makes the follower read the log.
 	k2 := create(t, other, "a2")
 	cached(t, c, k2.Secret)
-	if _, err := other.Revoke(ctx, "a2", k2.ID); err != nil {
+	if _, err := other.Revoke(ctx, testActor, "a2", k2.ID); err != nil {
 		t.Fatal(err)
 	}
 	sess.l.Notified(keystore.Change{Seq: lastSeq(t, ns), Kind: keystore.ChangeRevoked})
@@ -256,7 +256,7 @@ func TestRevocationNotifiedDuringInFlightLookup(t *testing.T) {
 		t.Fatal("the lookup did not reach the store")
 	}
 	ns.hold.Store(nil)
-	if _, err := other.Revoke(ctx, "a1", k.ID); err != nil {
+	if _, err := other.Revoke(ctx, testActor, "a1", k.ID); err != nil {
 		t.Fatal(err)
 	}
 	sess.l.Notified(keystore.Change{Seq: lastSeq(t, ns), Kind: keystore.ChangeRevoked, AccountID: "a1"})
@@ -356,7 +356,7 @@ func TestRevokedLookupInvalidatesTheAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Revoke(ctx, "a1", k.ID); err != nil { // ...when the key is revoked
+	if _, err := other.Revoke(ctx, testActor, "a1", k.ID); err != nil { // ...when the key is revoked
 		t.Fatal(err)
 	}
 	if _, st := c.Verify(ctx, k.Secret); st != Invalid { // another request sees the revocation

@@ -7,6 +7,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/spkgate/spkgate/keystore"
 )
@@ -60,7 +62,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 // WriteError writes err as a JSON error with the status it calls for:
 // 400 for a FieldError or a bad body, 404 for keystore.ErrNotFound, 409 for
-// keystore.ErrConflict, 503 for keystore.ErrUnavailable, 500 otherwise (with
+// keystore.ErrConflict and for a rolled key (keystore.ErrKeyRolled), 503 for keystore.ErrUnavailable, 500 otherwise (with
 // a message that reveals nothing).
 func WriteError(w http.ResponseWriter, err error) {
 	var fe *FieldError
@@ -70,6 +72,8 @@ func WriteError(w http.ResponseWriter, err error) {
 		WriteJSON(w, http.StatusBadRequest, ErrorResponse{Error: "invalid_request", Message: fe.Error(), Fields: []FieldError{*fe}})
 	case errors.As(err, &be):
 		WriteJSON(w, be.Status, ErrorResponse{Error: "invalid_request", Message: be.Message})
+	case errors.Is(err, keystore.ErrKeyRolled):
+		WriteJSON(w, http.StatusConflict, ErrorResponse{Error: "key_rolled", Message: "this key was rolled: edit or roll the key that replaced it"})
 	case errors.Is(err, keystore.ErrNotFound):
 		WriteJSON(w, http.StatusNotFound, ErrorResponse{Error: "not_found", Message: "no such key"})
 	case errors.Is(err, keystore.ErrConflict):
@@ -114,7 +118,23 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
+		var (
+			mbe *http.MaxBytesError
+			fe  *FieldError
+			ute *json.UnmarshalTypeError
+		)
+		if errors.As(err, &fe) {
+			return fe
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			if n, err := strconv.Unquote(name); err == nil {
+				name = n
+			}
+			return &FieldError{Field: name, Message: "unknown field"}
+		}
+		if errors.As(err, &ute) && ute.Field != "" {
+			return &FieldError{Field: ute.Field, Message: "must be a JSON " + jsonKind(ute.Type.Kind().String())}
+		}
 		if errors.As(err, &mbe) {
 			return &BodyError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", MaxBodyBytes)}
 		}
@@ -124,4 +144,19 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return &BodyError{http.StatusBadRequest, "the body has data after the JSON object"}
 	}
 	return nil
+}
+
+// jsonKind names the JSON type of a Go kind, for a field error.
+func jsonKind(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "slice", "array":
+		return "array"
+	case "struct", "map":
+		return "object"
+	case "bool":
+		return "boolean"
+	}
+	return "number"
 }

@@ -13,6 +13,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+
 	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/keystore"
 	"github.com/spkgate/spkgate/scope"
@@ -50,6 +52,9 @@ type Manager struct {
 	Cache Invalidator
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// AuditLog, if not nil, gets one line per audit event once its change
+	// has committed (the logger "spk.audit" in Caddy). Never a secret.
+	AuditLog *zap.Logger
 }
 
 // CreateRequest is what a key is created from. It is the JSON body of the
@@ -92,16 +97,8 @@ func ValidateAccount(accountID string) error {
 // Validate checks and normalises req: the trimmed name, known scopes in
 // their canonical order, and an expiry in the future.
 func (m *Manager) Validate(req *CreateRequest) error {
-	req.Name = strings.TrimSpace(req.Name)
-	switch n := utf8.RuneCountInString(req.Name); {
-	case !utf8.ValidString(req.Name):
-		return &FieldError{Field: "name", Message: "name must be valid UTF-8"}
-	case n == 0:
-		return &FieldError{Field: "name", Message: "name is required"}
-	case n > MaxNameLen:
-		return &FieldError{Field: "name", Message: fmt.Sprintf("name is %d characters long; at most %d are allowed", n, MaxNameLen)}
-	case strings.IndexFunc(req.Name, unicode.IsControl) >= 0:
-		return &FieldError{Field: "name", Message: "name must not contain control characters"}
+	if err := validateName(req); err != nil {
+		return err
 	}
 	sc, err := scope.Normalize(req.Scopes)
 	if err != nil {
@@ -118,12 +115,33 @@ func (m *Manager) Validate(req *CreateRequest) error {
 	return nil
 }
 
-// Create validates req and stores a new key for the account.
-func (m *Manager) Create(ctx context.Context, accountID string, req CreateRequest) (Created, error) {
+// validateName trims req.Name and checks it.
+func validateName(req *CreateRequest) error {
+	req.Name = strings.TrimSpace(req.Name)
+	switch n := utf8.RuneCountInString(req.Name); {
+	case !utf8.ValidString(req.Name):
+		return &FieldError{Field: "name", Message: "name must be valid UTF-8"}
+	case n == 0:
+		return &FieldError{Field: "name", Message: "name is required"}
+	case n > MaxNameLen:
+		return &FieldError{Field: "name", Message: fmt.Sprintf("name is %d characters long; at most %d are allowed", n, MaxNameLen)}
+	case strings.IndexFunc(req.Name, unicode.IsControl) >= 0:
+		return &FieldError{Field: "name", Message: "name must not contain control characters"}
+	}
+	return nil
+}
+
+// Create validates req and stores a new key for the account, recording a
+// key.created event by actor.
+func (m *Manager) Create(ctx context.Context, actor Actor, accountID string, req CreateRequest) (Created, error) {
 	if err := ValidateAccount(accountID); err != nil {
 		return Created{}, err
 	}
 	if err := m.Validate(&req); err != nil {
+		return Created{}, err
+	}
+	ctx, err := m.audited(ctx, actor)
+	if err != nil {
 		return Created{}, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -177,8 +195,13 @@ func (m *Manager) List(ctx context.Context, accountID string) ([]keystore.Key, e
 
 // Revoke revokes a key. With a non-empty accountID only that account's key
 // can be revoked; another account's or an unknown id is keystore.ErrNotFound.
-// The local cache forgets the key at once.
-func (m *Manager) Revoke(ctx context.Context, accountID, keyID string) (keystore.Key, error) {
+// The local cache forgets the key at once. It records a key.revoked event
+// by actor.
+func (m *Manager) Revoke(ctx context.Context, actor Actor, accountID, keyID string) (keystore.Key, error) {
+	ctx, err := m.audited(ctx, actor)
+	if err != nil {
+		return keystore.Key{}, err
+	}
 	k, h, err := m.Store.RevokeKey(ctx, accountID, keyID)
 	if err != nil {
 		return keystore.Key{}, err
@@ -193,9 +216,14 @@ func (m *Manager) Revoke(ctx context.Context, accountID, keyID string) (keystore
 // RevokeAccount revokes every active key of the account in one
 // transaction (an account that was compromised or closed) and returns how
 // many it revoked. The local cache forgets them at once; other instances
-// learn of it as of any other revocation.
-func (m *Manager) RevokeAccount(ctx context.Context, accountID string) (int, error) {
+// learn of it as of any other revocation. It records one
+// account.keys_revoked event by actor (none when there was no key).
+func (m *Manager) RevokeAccount(ctx context.Context, actor Actor, accountID string) (int, error) {
 	if err := ValidateAccount(accountID); err != nil {
+		return 0, err
+	}
+	ctx, err := m.audited(ctx, actor)
+	if err != nil {
 		return 0, err
 	}
 	n, err := m.Store.RevokeAccountKeys(ctx, accountID)
@@ -209,14 +237,19 @@ func (m *Manager) RevokeAccount(ctx context.Context, accountID string) (int, err
 }
 
 // SetPlan records the account's plan. The local cache re-reads the
-// account's keys on their next use.
-func (m *Manager) SetPlan(ctx context.Context, accountID, plan string) error {
+// account's keys on their next use. A change of plan records an
+// account.plan_changed event by actor.
+func (m *Manager) SetPlan(ctx context.Context, actor Actor, accountID, plan string) error {
 	if err := ValidateAccount(accountID); err != nil {
 		return err
 	}
 	plan = strings.ToLower(strings.TrimSpace(plan))
 	if plan == "" || len(plan) > 64 || strings.IndexFunc(plan, unicode.IsControl) >= 0 {
 		return &FieldError{Field: "plan", Message: "plan must be a non-empty name of at most 64 bytes"}
+	}
+	ctx, err := m.audited(ctx, actor)
+	if err != nil {
+		return err
 	}
 	changed, err := m.Store.SetPlan(ctx, accountID, plan)
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"github.com/spkgate/spkgate/keystore/sqlitestore"
 )
 
+var testActor = keys.Actor{Name: "tester", Source: keys.SourceCLI}
+
 func manager(t *testing.T) *keys.Manager {
 	t.Helper()
 	st, err := sqlitestore.Open(context.Background(), filepath.Join(t.TempDir(), "spk.db"))
@@ -65,14 +67,14 @@ func TestValidate(t *testing.T) {
 func TestAccountsAreIsolated(t *testing.T) {
 	m := manager(t)
 	ctx := context.Background()
-	a, err := m.Create(ctx, "acct_a", keys.CreateRequest{Name: "a", Scopes: []string{"incidents:write", "monitors:read"}})
+	a, err := m.Create(ctx, testActor, "acct_a", keys.CreateRequest{Name: "a", Scopes: []string{"incidents:write", "monitors:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if apikey.Check(a.Secret) != nil || a.Prefix != a.Secret[:10] || strings.Join(a.Scopes, ",") != "monitors:read,incidents:write" {
 		t.Fatalf("created %+v", a.Key)
 	}
-	if _, err := m.Revoke(ctx, "acct_b", a.ID); !errors.Is(err, keystore.ErrNotFound) {
+	if _, err := m.Revoke(ctx, testActor, "acct_b", a.ID); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("another account revoked it: %v", err)
 	}
 	if ks, _ := m.List(ctx, "acct_b"); len(ks) != 0 {
@@ -81,13 +83,13 @@ func TestAccountsAreIsolated(t *testing.T) {
 	if ks, _ := m.List(ctx, "acct_a"); len(ks) != 1 || ks[0].ID != a.ID {
 		t.Fatalf("own list %+v", ks)
 	}
-	if _, err := m.Revoke(ctx, "acct_a", a.ID); err != nil {
+	if _, err := m.Revoke(ctx, testActor, "acct_a", a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Create(ctx, "", keys.CreateRequest{Name: "x"}); err == nil {
+	if _, err := m.Create(ctx, testActor, "", keys.CreateRequest{Name: "x"}); err == nil {
 		t.Fatal("empty account accepted")
 	}
-	if err := m.SetPlan(ctx, "acct_a", " "); err == nil {
+	if err := m.SetPlan(ctx, testActor, "acct_a", " "); err == nil {
 		t.Fatal("empty plan accepted")
 	}
 }

@@ -33,7 +33,7 @@ func seed(cfg config, dir string, n, active int) ([]string, error) {
 	defer st.Close()
 	m := &keys.Manager{Store: st}
 	account := fmt.Sprintf("acct_bench_%d", time.Now().UnixNano())
-	if err := m.SetPlan(ctx, account, "pro"); err != nil {
+	if err := m.SetPlan(ctx, keys.Actor{Name: "spkbench", Source: keys.SourceCLI}, account, "pro"); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -55,7 +55,7 @@ func seed(cfg config, dir string, n, active int) ([]string, error) {
 				if i >= n {
 					return
 				}
-				k, err := m.Create(ctx, account, keys.CreateRequest{Name: fmt.Sprintf("bench-%d", i)})
+				k, err := m.Create(ctx, keys.Actor{Name: "spkbench", Source: keys.SourceCLI}, account, keys.CreateRequest{Name: fmt.Sprintf("bench-%d", i)})
 				if err != nil {
 					mu.Lock()
 					firstErr = err
