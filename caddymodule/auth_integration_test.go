@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spkgate/spkgate/caddymodule"
 	"github.com/spkgate/spkgate/internal/pgtest"
 	"github.com/spkgate/spkgate/keys"
 )
@@ -440,6 +441,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 }
 
 func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
+	clock := caddymodule.UseFailureClock(t)
 	g := startGateway(t, "", "policy statuspage\n\t\tfailure_limit 5 10s")
 	g.setPlan("acct_f", "pro")
 	cached := g.createKey("acct_f")
@@ -461,6 +463,6 @@ func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
 	// that would need a store lookup waits like the guesses.
 	wantStatus(t, "cached valid key", g.do("GET", "/v1/monitors", "X-API-Key", cached.Secret), 200)
 	wantStatus(t, "uncached valid key", g.do("GET", "/v1/monitors", "X-API-Key", uncached.Secret), 429)
-	time.Sleep(2100 * time.Millisecond) // one try earned back
+	clock.Advance(2100 * time.Millisecond) // one try earned back
 	wantStatus(t, "after Retry-After", g.do("GET", "/v1/monitors", "X-API-Key", uncached.Secret), 200)
 }

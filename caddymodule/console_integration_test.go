@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/spkgate/spkgate/internal/testkit"
 	"github.com/spkgate/spkgate/keys"
 )
 
@@ -41,7 +42,7 @@ func startConsole(t *testing.T) *consoleSetup {
 		return string(h)
 	}
 	up := startUpstream(t)
-	port, adminPort, consolePort, frontPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	port, adminPort, consolePort, frontPort := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	s := &consoleSetup{
 		gateway: &gateway{
 			t:        t,

@@ -39,11 +39,16 @@ type bucket struct {
 	blocked bool
 }
 
+// failureClock is the clock of the limiters made from now on; tests
+// through a real Caddy set it (export_test.go) so that they need not sleep
+// until a try is earned back.
+var failureClock = time.Now
+
 func newFailureLimiter(limit int, window time.Duration) *failureLimiter {
 	l := &failureLimiter{
 		limit:   float64(limit),
 		perTok:  window / time.Duration(limit),
-		now:     time.Now,
+		now:     failureClock,
 		seed:    maphash.MakeSeed(),
 		maxAddr: 4096,
 	}

@@ -21,6 +21,7 @@ import (
 
 	_ "github.com/spkgate/spkgate/caddymodule"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/internal/testkit"
 	"github.com/spkgate/spkgate/keys"
 )
 
@@ -46,12 +47,7 @@ type upstream struct {
 func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.addr = ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.addr = testkit.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.last = seen{Method: r.Method, RequestURI: r.RequestURI, Path: r.URL.Path, Header: r.Header.Clone(), Body: string(body)}
@@ -59,9 +55,7 @@ func startUpstream(t testing.TB) *upstream {
 		u.count.Add(1)
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintf(w, "upstream saw %s %s", r.Method, r.RequestURI)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}))
 	return u
 }
 
@@ -79,16 +73,6 @@ type gateway struct {
 	upstream *upstream
 	client   *http.Client
 	caddyCfg string
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // startGateway loads a Caddy whose site runs spk_auth with the given block
@@ -111,7 +95,7 @@ func startSite(t testing.TB, storage, body string) *gateway {
 		storage = "storage sqlite " + filepath.Join(t.TempDir(), "spk.db")
 	}
 	up := startUpstream(t)
-	port, adminPort := freePort(t), freePort(t)
+	port, adminPort := testkit.FreePort(t), testkit.FreePort(t)
 	g := &gateway{
 		t:        t,
 		base:     fmt.Sprintf("http://127.0.0.1:%d", port),

@@ -13,6 +13,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/spkgate/spkgate/internal/testkit"
 )
 
 // BenchmarkPipeline is the marginal cost of spk_auth inside a whole Caddy:
@@ -38,7 +40,7 @@ import (
 //	go test -run '^$' -bench Pipeline -benchmem -cpu 1 -count 6 ./caddymodule/
 func BenchmarkPipeline(b *testing.B) {
 	up := startUpstream(b)
-	plainPort, spkPort, adminPort, hdrPort := freePort(b), freePort(b), freePort(b), freePort(b)
+	plainPort, spkPort, adminPort, hdrPort := testkit.FreePort(b), testkit.FreePort(b), testkit.FreePort(b), testkit.FreePort(b)
 	g := &gateway{
 		t:        b,
 		admin:    fmt.Sprintf("http://127.0.0.1:%d", adminPort),

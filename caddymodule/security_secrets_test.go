@@ -15,6 +15,7 @@ import (
 
 	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/internal/testkit"
 	"github.com/spkgate/spkgate/keys"
 )
 
@@ -179,7 +180,7 @@ func testNoSecrets(t *testing.T, dsn string) {
 }
 
 // closedPort returns a loopback port that nothing listens on.
-func closedPort(t *testing.T) int { return freePort(t) }
+func closedPort(t *testing.T) int { return testkit.FreePort(t) }
 
 // dumpPostgres returns every row of every table of the database as text.
 func dumpPostgres(t *testing.T, dsn string) []byte {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/internal/pgtest"
+	"github.com/spkgate/spkgate/internal/testkit"
 	"github.com/spkgate/spkgate/keys"
 )
 
@@ -57,12 +58,7 @@ const maxRecorded = 4096
 func startRecorder(t *testing.T) *recorder {
 	t.Helper()
 	u := &recorder{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.addr = ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.addr = testkit.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		rec := recorded{
 			Method: r.Method, RequestURI: r.RequestURI, Path: r.URL.Path, Query: r.URL.Query(),
@@ -76,9 +72,7 @@ func startRecorder(t *testing.T) *recorder {
 		u.count.Add(1)
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintf(w, "upstream saw %s %s", r.Method, r.URL.Path)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}))
 	return u
 }
 
@@ -125,7 +119,7 @@ func startSecGateway(t *testing.T, o secOptions) *secGateway {
 		sg.dbPath = filepath.Join(t.TempDir(), "spk.db")
 		o.storage = "storage sqlite " + sg.dbPath
 	}
-	port, adminPort := freePort(t), freePort(t)
+	port, adminPort := testkit.FreePort(t), testkit.FreePort(t)
 	sg.gateway = &gateway{
 		t:      t,
 		base:   fmt.Sprintf("http://127.0.0.1:%d", port),

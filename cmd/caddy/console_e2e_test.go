@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +20,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/spkgate/spkgate/internal/testkit"
 )
 
 var updateScreenshot = flag.Bool("update", false, "rewrite docs/console.png with the screenshot that TestConsoleInBrowser takes")
@@ -70,31 +71,10 @@ func (e *env) defaultPorts() {
 
 // startCaddy runs the binary with Caddyfile.example until the test ends,
 // and waits until the console answers (401: basic_auth wants a login).
-func (e *env) startCaddy() *syncBuffer {
+func (e *env) startCaddy() *testkit.SyncBuffer {
 	t := e.t
 	t.Helper()
-	cmd := exec.Command(binary, "run", "--config", "Caddyfile.example")
-	cmd.Dir = "../.."
-	cmd.Env = e.vars
-	logs := new(syncBuffer)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			t.Error("caddy did not stop on SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("caddy output:\n%s", logs.String())
-		}
-	})
+	logs := e.runExample().Logs
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(e.console + "/user/api-console")
@@ -133,7 +113,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	home := e.console + "/user/api-console"
 	shots := os.Getenv("SPK_SCREENSHOT_DIR") // optional: keep every screenshot
 
-	var browserLog syncBuffer
+	var browserLog testkit.SyncBuffer
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chromium),
 		chromedp.Headless,

@@ -6,19 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spkgate/spkgate/internal/caddybin"
+	"github.com/spkgate/spkgate/internal/testkit"
 )
 
 // These tests build the real binary and drive it as a user would: the
@@ -43,7 +41,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	home := t.TempDir()
 	e := &env{t: t, dataHome: filepath.Join(home, "data")}
-	gw, up, ad, co := freePort(t), freePort(t), freePort(t), freePort(t)
+	gw, up, ad, co := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	e.console = fmt.Sprintf("http://localhost:%d", co)
 	e.gateway = fmt.Sprintf("http://localhost:%d", gw)
 	e.upstream = fmt.Sprintf("http://localhost:%d", up)
@@ -60,13 +58,13 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+// runExample runs the binary with Caddyfile.example, as the README says,
+// until the test ends.
+func (e *env) runExample() *caddybin.Process {
+	cmd := exec.Command(binary, "run", "--config", "Caddyfile.example")
+	cmd.Dir = "../.."
+	cmd.Env = e.vars
+	return caddybin.Start(e.t, "caddy", cmd)
 }
 
 // caddy runs the binary to completion and returns its stdout.
@@ -161,28 +159,7 @@ func TestCommandLineManagesKeys(t *testing.T) {
 // TestReadmeTour runs the README's first command and its quick tour.
 func TestReadmeTour(t *testing.T) {
 	e := newEnv(t)
-	cmd := exec.Command(binary, "run", "--config", "Caddyfile.example")
-	cmd.Dir = "../.."
-	cmd.Env = e.vars
-	logs := new(syncBuffer)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			t.Error("caddy did not stop on SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("caddy output:\n%s", logs.String())
-		}
-	}()
+	logs := e.runExample().Logs
 	client := &http.Client{Timeout: 5 * time.Second}
 	call := func(method, url, body string, hdr ...string) (int, string) {
 		t.Helper()
@@ -248,22 +225,4 @@ func TestReadmeTour(t *testing.T) {
 	if strings.Contains(logs.String(), k.Key) || strings.Contains(logs.String(), k.Key[4:]) {
 		t.Fatal("the key appeared in Caddy's output")
 	}
-}
-
-// syncBuffer collects a child process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

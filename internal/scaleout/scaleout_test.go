@@ -28,6 +28,7 @@ import (
 	"github.com/spkgate/spkgate/keystore/pgstore"
 
 	"github.com/spkgate/spkgate/internal/caddybin"
+	"github.com/spkgate/spkgate/internal/testkit"
 )
 
 // binary is the gateway, built once from cmd/caddy.
@@ -35,47 +36,12 @@ var binary string
 
 func TestMain(m *testing.M) { caddybin.Main(&binary, func() int { return pgtest.Run(m) }) }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // upstream stands in for the status-page API behind every gateway.
 func startUpstream(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testkit.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "upstream: "+r.Header.Get("X-Spk-Account-Id"))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	}))
 }
 
 // instance is one gateway process.
@@ -86,9 +52,7 @@ type instance struct {
 	admin   string // 127.0.0.1:port
 	config  string // path of its Caddyfile
 	env     []string
-	cmd     *exec.Cmd
-	logs    *syncBuffer
-	exited  chan struct{}
+	proc    *caddybin.Process
 }
 
 const caddyfile = `{
@@ -121,12 +85,10 @@ func start(t *testing.T, name, dsn, upstream, extra string) *instance {
 	in := &instance{
 		t:      t,
 		name:   name,
-		admin:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		admin:  fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 		config: filepath.Join(dir, "Caddyfile"),
-		logs:   new(syncBuffer),
-		exited: make(chan struct{}),
 	}
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	in.gateway = fmt.Sprintf("http://127.0.0.1:%d", port)
 	in.writeConfig(upstream, extra, port, dir)
 	in.env = append(os.Environ(),
@@ -135,14 +97,9 @@ func start(t *testing.T, name, dsn, upstream, extra string) *instance {
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"SPK_DATABASE_URL="+dsn,
 	)
-	in.cmd = exec.Command(binary, "run", "--config", in.config, "--adapter", "caddyfile")
-	in.cmd.Env = in.env
-	in.cmd.Stdout, in.cmd.Stderr = in.logs, in.logs
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { in.cmd.Wait(); close(in.exited) }()
-	t.Cleanup(in.stop)
+	cmd := exec.Command(binary, "run", "--config", in.config, "--adapter", "caddyfile")
+	cmd.Env = in.env
+	in.proc = caddybin.Start(t, name, cmd)
 	return in
 }
 
@@ -150,30 +107,6 @@ func (in *instance) writeConfig(upstream, extra string, port int, dir string) {
 	cfg := fmt.Sprintf(caddyfile, in.admin, filepath.Join(dir, "caddy"), extra, port, upstream)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		in.t.Fatal(err)
-	}
-}
-
-// stop ends the process with SIGTERM (SIGKILL after 15 s) and shows its
-// output if the test failed.
-func (in *instance) stop() {
-	select {
-	case <-in.exited:
-	default:
-		in.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-in.exited:
-		case <-time.After(15 * time.Second):
-			in.cmd.Process.Kill()
-			<-in.exited
-			in.t.Errorf("%s did not stop on SIGTERM", in.name)
-		}
-	}
-	if in.t.Failed() {
-		out := in.logs.String()
-		if len(out) > 8000 {
-			out = "..." + out[len(out)-8000:]
-		}
-		in.t.Logf("%s output:\n%s", in.name, out)
 	}
 }
 
@@ -240,12 +173,12 @@ func (in *instance) ready(within time.Duration) {
 			}
 		}
 		select {
-		case <-in.exited:
-			in.t.Fatalf("%s exited: %v\n%s", in.name, in.cmd.ProcessState, in.logs.String())
+		case <-in.proc.Exited:
+			in.t.Fatalf("%s exited: %v\n%s", in.name, in.proc.Cmd.ProcessState, in.proc.Logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			in.t.Fatalf("%s did not come up within %v (last: %v)\n%s", in.name, within, err, in.logs.String())
+			in.t.Fatalf("%s did not come up within %v (last: %v)\n%s", in.name, within, err, in.proc.Logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
