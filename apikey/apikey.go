@@ -21,18 +21,20 @@ import (
 )
 
 const (
-	// Prefix starts every key.
-	Prefix = "spk_"
-	// RandomLen is the number of random base62 characters after Prefix.
+	// Marker starts every key, so that people and secret scanners know
+	// one when they see it. (A key's display prefix, keystore.Key.Prefix,
+	// is Marker and the first characters after it.)
+	Marker = "spk_"
+	// RandomLen is the number of random base62 characters after Marker.
 	RandomLen = 30
 	// ChecksumLen is the number of base62 characters that encode the CRC32.
 	ChecksumLen = 6
 	// Len is the length of a whole key.
-	Len = len(Prefix) + RandomLen + ChecksumLen
+	Len = len(Marker) + RandomLen + ChecksumLen
 	// DisplayLen is the length of the display prefix shown in lists.
-	DisplayLen = len(Prefix) + 6
-	// IDPrefix starts every key id.
-	IDPrefix = "key_"
+	DisplayLen = len(Marker) + 6
+	// IDMarker starts every key id.
+	IDMarker = "key_"
 	// idRandomLen is the number of random characters in a key id.
 	idRandomLen = 20
 
@@ -58,14 +60,14 @@ var isBase62 = func() (t [256]bool) {
 // does not allocate and takes the same path for every input of length Len,
 // so that a flood of made-up keys costs almost nothing.
 func Check(s string) error {
-	if len(s) != Len || s[:len(Prefix)] != Prefix {
+	if len(s) != Len || s[:len(Marker)] != Marker {
 		return ErrMalformed
 	}
 	ok := true
 	crc := ^uint32(0)
-	for i := 0; i < len(Prefix)+RandomLen; i++ {
+	for i := 0; i < len(Marker)+RandomLen; i++ {
 		c := s[i]
-		if i >= len(Prefix) {
+		if i >= len(Marker) {
 			ok = ok && isBase62[c]
 		}
 		crc = crcTable[byte(crc)^c] ^ (crc >> 8)
@@ -73,7 +75,7 @@ func Check(s string) error {
 	crc = ^crc
 	var want [ChecksumLen]byte
 	encodeChecksum(&want, crc)
-	if !ok || s[len(Prefix)+RandomLen:] != string(want[:]) {
+	if !ok || s[len(Marker)+RandomLen:] != string(want[:]) {
 		return ErrMalformed
 	}
 	return nil
@@ -124,13 +126,13 @@ type Generated struct {
 // new random key id.
 func Generate() (Generated, error) {
 	var b [Len]byte
-	copy(b[:], Prefix)
-	if err := randomBase62(b[len(Prefix) : len(Prefix)+RandomLen]); err != nil {
+	copy(b[:], Marker)
+	if err := randomBase62(b[len(Marker) : len(Marker)+RandomLen]); err != nil {
 		return Generated{}, err
 	}
 	var sum [ChecksumLen]byte
-	encodeChecksum(&sum, crc32.Checksum(b[:len(Prefix)+RandomLen], crcTable))
-	copy(b[len(Prefix)+RandomLen:], sum[:])
+	encodeChecksum(&sum, crc32.Checksum(b[:len(Marker)+RandomLen], crcTable))
+	copy(b[len(Marker)+RandomLen:], sum[:])
 	id, err := NewID()
 	if err != nil {
 		return Generated{}, err
@@ -141,9 +143,9 @@ func Generate() (Generated, error) {
 
 // NewID returns a new random key id ("key_" and 20 base62 characters).
 func NewID() (string, error) {
-	var b [len(IDPrefix) + idRandomLen]byte
-	copy(b[:], IDPrefix)
-	if err := randomBase62(b[len(IDPrefix):]); err != nil {
+	var b [len(IDMarker) + idRandomLen]byte
+	copy(b[:], IDMarker)
+	if err := randomBase62(b[len(IDMarker):]); err != nil {
 		return "", err
 	}
 	return string(b[:]), nil

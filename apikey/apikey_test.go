@@ -16,7 +16,7 @@ func TestGenerateIsWellFormed(t *testing.T) {
 		if err := Check(g.Secret); err != nil {
 			t.Fatalf("generated key rejected: %v", err)
 		}
-		if len(g.Secret) != Len || !strings.HasPrefix(g.Secret, Prefix) {
+		if len(g.Secret) != Len || !strings.HasPrefix(g.Secret, Marker) {
 			t.Fatalf("bad layout, length %d", len(g.Secret))
 		}
 		if g.Display != g.Secret[:DisplayLen] || len(g.Display) != 10 {
@@ -25,10 +25,10 @@ func TestGenerateIsWellFormed(t *testing.T) {
 		if g.Hash != sha256.Sum256([]byte(g.Secret)) || g.Hash != Hash(g.Secret) {
 			t.Fatal("hash is not sha-256 of the whole key")
 		}
-		if !strings.HasPrefix(g.ID, IDPrefix) || len(g.ID) != len(IDPrefix)+idRandomLen {
+		if !strings.HasPrefix(g.ID, IDMarker) || len(g.ID) != len(IDMarker)+idRandomLen {
 			t.Fatalf("id %q", g.ID)
 		}
-		if strings.Contains(g.ID, g.Secret[len(Prefix):len(Prefix)+RandomLen]) {
+		if strings.Contains(g.ID, g.Secret[len(Marker):len(Marker)+RandomLen]) {
 			t.Fatal("id derived from the secret")
 		}
 		if seen[g.Secret] || seen[g.ID] {
@@ -55,7 +55,7 @@ func TestCheckRejects(t *testing.T) {
 	}
 	for name, in := range map[string]string{
 		"empty":             "",
-		"prefix only":       Prefix,
+		"prefix only":       Marker,
 		"short":             k[:Len-1],
 		"long":              k + "a",
 		"upper prefix":      "SPK_" + k[4:],
@@ -79,7 +79,7 @@ func TestCheckRejects(t *testing.T) {
 
 func TestChecksumKnownValue(t *testing.T) {
 	// A fixed key built by hand: CRC32-IEEE("spk_" + 30 zeros) in base62.
-	body := Prefix + strings.Repeat("0", RandomLen)
+	body := Marker + strings.Repeat("0", RandomLen)
 	var sum [ChecksumLen]byte
 	encodeChecksum(&sum, 0xFFFFFFFF)
 	if string(sum[:]) != "4gfFC3" { // 4294967295 in base62
@@ -112,7 +112,7 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 
 func FuzzCheck(f *testing.F) {
 	g, _ := Generate()
-	for _, s := range []string{"", Prefix, g.Secret, g.Secret[:Len-1] + "0", "spk_" + strings.Repeat("z", 36), strings.Repeat("\xff", Len)} {
+	for _, s := range []string{"", Marker, g.Secret, g.Secret[:Len-1] + "0", "spk_" + strings.Repeat("z", 36), strings.Repeat("\xff", Len)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -120,10 +120,10 @@ func FuzzCheck(f *testing.F) {
 			return
 		}
 		// Anything accepted has the exact layout and recomputes its checksum.
-		if len(s) != Len || !strings.HasPrefix(s, Prefix) {
+		if len(s) != Len || !strings.HasPrefix(s, Marker) {
 			t.Fatalf("accepted %q", s)
 		}
-		for i := len(Prefix); i < Len; i++ {
+		for i := len(Marker); i < Len; i++ {
 			if !isBase62[s[i]] {
 				t.Fatalf("accepted non-base62 byte in %q", s)
 			}

@@ -41,7 +41,7 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 func (a *adminAPI) Provision(caddy.Context) error {
 	a.mux = http.NewServeMux()
 	a.mux.HandleFunc("POST /spk/accounts/{account}/keys", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
-		if keys.WriteUnsupportedMediaType(w, r) {
+		if !keys.RequireJSON(w, r) {
 			return
 		}
 		var req keys.CreateRequest
@@ -80,7 +80,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	a.mux.HandleFunc("PUT /spk/accounts/{account}/plan", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
-		if keys.WriteUnsupportedMediaType(w, r) {
+		if !keys.RequireJSON(w, r) {
 			return
 		}
 		var req keys.PlanRequest
@@ -95,7 +95,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	a.mux.HandleFunc("GET /spk/accounts/{account}/plan", withManager(func(m *keys.Manager, w http.ResponseWriter, r *http.Request) {
-		plan, err := m.Store.GetPlan(r.Context(), r.PathValue("account"))
+		plan, err := m.Plan(r.Context(), r.PathValue("account"))
 		if err != nil {
 			keys.WriteError(w, err)
 			return

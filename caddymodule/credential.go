@@ -72,13 +72,13 @@ func urlHasKey(u *url.URL) bool {
 // hasKey reports whether s contains a valid key. It does not allocate.
 func hasKey(s string) bool {
 	for {
-		i := strings.Index(s, apikey.Prefix)
+		i := strings.Index(s, apikey.Marker)
 		if i < 0 || len(s)-i < apikey.Len {
 			return false
 		}
 		if apikey.Check(s[i:i+apikey.Len]) == nil {
 			return true
 		}
-		s = s[i+len(apikey.Prefix):]
+		s = s[i+len(apikey.Marker):]
 	}
 }

@@ -169,7 +169,7 @@ func testNoSecrets(t *testing.T, dsn string) {
 
 	for place, b := range places {
 		for i, k := range secrets {
-			for _, part := range []string{k, k[len(apikey.Prefix) : len(apikey.Prefix)+apikey.RandomLen], k[apikey.DisplayLen:]} {
+			for _, part := range []string{k, k[len(apikey.Marker) : len(apikey.Marker)+apikey.RandomLen], k[apikey.DisplayLen:]} {
 				if strings.Contains(string(b), part) {
 					t.Errorf("%s holds key %d (%s...)", place, i, apikey.Display(k))
 				}

@@ -274,7 +274,7 @@ func TestSecurityAuthenticationBypass(t *testing.T) {
 	live := g.createKey("acct_b")
 	other := g.createKey("acct_b")
 	wantStatus(t, "control: the live key", g.do("GET", "/v1/monitors", "X-API-Key", live.Secret), 200)
-	random := live.Secret[len(apikey.Prefix) : len(apikey.Prefix)+apikey.RandomLen]
+	random := live.Secret[len(apikey.Marker) : len(apikey.Marker)+apikey.RandomLen]
 
 	// Variants of the live key that a human could not tell from it.
 	homoglyph := strings.NewReplacer("a", "а", "e", "е", "o", "о", "c", "с", "p", "р", "x", "х", "A", "А", "B", "В", "E", "Е", "K", "К", "M", "М", "O", "О", "T", "Т").Replace(live.Secret[4:])
@@ -1082,7 +1082,7 @@ func TestSecurityKeyNeverReachesTheUpstream(t *testing.T) {
 	g.setPlan("acct_k", "pro")
 	k := g.createKey("acct_k")
 	other := g.createKey("acct_k")
-	random := k.Secret[len(apikey.Prefix) : len(apikey.Prefix)+apikey.RandomLen]
+	random := k.Secret[len(apikey.Marker) : len(apikey.Marker)+apikey.RandomLen]
 	noKey := func(t *testing.T, s recorded) {
 		t.Helper()
 		dump := fmt.Sprintf("%s %s\n%v\n%v\n%s", s.Method, s.RequestURI, s.Header, s.Trailer, s.Body)

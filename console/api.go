@@ -126,7 +126,7 @@ func (h *Handler) apiCreate(w http.ResponseWriter, r *http.Request, rq *request)
 	// A JSON body cannot come from a plain HTML form of another site; this
 	// backs up the cross-origin check for browsers that send neither
 	// Sec-Fetch-Site nor Origin.
-	if keys.WriteUnsupportedMediaType(w, r) {
+	if !keys.RequireJSON(w, r) {
 		return
 	}
 	var req keys.CreateRequest

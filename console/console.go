@@ -305,7 +305,7 @@ func carriesAPIKey(hd http.Header) bool {
 func (h *Handler) plan(ctx context.Context, actor keys.Actor, id Identity) (string, error) {
 	plan := strings.TrimSpace(id.Plan)
 	if plan == "" {
-		p, err := h.cfg.Keys.Store.GetPlan(ctx, id.AccountID)
+		p, err := h.cfg.Keys.Plan(ctx, id.AccountID)
 		if errors.Is(err, keystore.ErrNotFound) {
 			return "", nil
 		}

@@ -280,7 +280,7 @@ func (h *Handler) keysPage(w http.ResponseWriter, r *http.Request, rq *request) 
 	// After a revocation the list says which key went, if it was this
 	// account's and is revoked indeed (the id in the URL is not trusted).
 	if id := r.URL.Query().Get("revoked"); id != "" && len(id) <= 100 {
-		if k, err := h.cfg.Keys.Store.GetKey(r.Context(), rq.account, id); err == nil && k.RevokedAt != nil {
+		if k, err := h.cfg.Keys.Get(r.Context(), rq.account, id); err == nil && k.RevokedAt != nil {
 			v := h.view(k)
 			p.Revoked = &v
 		}
@@ -513,7 +513,7 @@ type revokePage struct {
 }
 
 func (h *Handler) revokePage(w http.ResponseWriter, r *http.Request, rq *request, id string) {
-	k, err := h.cfg.Keys.Store.GetKey(r.Context(), rq.account, id)
+	k, err := h.cfg.Keys.Get(r.Context(), rq.account, id)
 	if errors.Is(err, keystore.ErrNotFound) || err == nil && k.RevokedAt != nil {
 		h.keyGone(w, r, rq)
 		return

@@ -97,19 +97,20 @@ type BodyError struct {
 // Error returns the message.
 func (e *BodyError) Error() string { return e.Message }
 
-// WriteUnsupportedMediaType answers 415 when the request body is not
-// declared as application/json, and reports whether it did. A JSON body
-// cannot come from a plain HTML form of another site (that would need a
-// CORS preflight), so requiring it keeps state-changing endpoints safe from
+// RequireJSON is a guard for handlers that read a JSON body: it reports
+// whether the request declares its body as application/json, and answers
+// 415 when it does not (the handler then returns). A JSON body cannot come
+// from a plain HTML form of another site (that would need a CORS
+// preflight), so requiring it keeps state-changing endpoints safe from
 // cross-site form posts even where no Origin check runs.
-func WriteUnsupportedMediaType(w http.ResponseWriter, r *http.Request) bool {
+func RequireJSON(w http.ResponseWriter, r *http.Request) bool {
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
-		return false
+		return true
 	}
 	WriteJSON(w, http.StatusUnsupportedMediaType, ErrorResponse{
 		Error: "unsupported_media_type", Message: "send the body as application/json",
 	})
-	return true
+	return false
 }
 
 // DecodeJSON reads a JSON body of at most MaxBodyBytes into v, refusing
