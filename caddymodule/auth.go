@@ -61,9 +61,11 @@ type Auth struct {
 	// revoked or expired keys) one client address may make per
 	// FailureWindow. Past it, the address gets 429 with Retry-After for
 	// every key that was not verified as valid in the last 10 minutes,
-	// without a store lookup; it earns tries back steadily. The client address is Caddy's
-	// (it honours the server's trusted_proxies for X-Forwarded-For).
-	// -1 disables the limit. Default: 20.
+	// without a store lookup; it earns tries back steadily. The client
+	// address is Caddy's (it honours the server's trusted_proxies for
+	// X-Forwarded-For). Each address's count is shared by every spk_auth
+	// on the same key store and kept across config reloads; a changed
+	// limit applies to it at once. -1 disables the limit. Default: 20.
 	FailureLimit int `json:"failure_limit,omitempty"`
 
 	// FailureWindow is the period of FailureLimit. At most 24h. Default: 1m.
@@ -74,8 +76,10 @@ type Auth struct {
 	policy   *scope.Policy
 	hide     bool
 	failures *failureLimiter
-	respPlan response
-	logger   *zap.Logger
+	// failuresKey is the failureStates key this handler holds, if any.
+	failuresKey string
+	respPlan    response
+	logger      *zap.Logger
 }
 
 // Defaults and bounds of the failed-authentication limit.
@@ -109,6 +113,13 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 		h.logger.Warn("spk_auth has no policy and no scope rules: only full-access keys can pass")
 	}
 	h.hide = h.HideCredentials == nil || *h.HideCredentials
+	appIface, err := ctx.App("spk")
+	if err != nil {
+		return fmt.Errorf("loading spk app: %w", err)
+	}
+	h.app = appIface.(*App)
+	h.cache = h.app.Cache()
+	h.respPlan = planResponse(h.app.UpgradeURL)
 	if h.FailureLimit >= 0 {
 		limit, window := h.FailureLimit, time.Duration(h.FailureWindow)
 		if limit == 0 {
@@ -117,16 +128,26 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 		if window == 0 {
 			window = DefaultFailureWindow
 		}
-		h.failures = newFailureLimiter(limit, window)
+		st, _, err := failureStates.LoadOrNew(h.app.poolKey, func() (caddy.Destructor, error) {
+			return newFailureState(), nil
+		})
+		if err != nil {
+			return err
+		}
+		h.failures = newFailureLimiter(limit, window, st.(*failureState))
+		h.failuresKey = h.app.poolKey
 	}
-	appIface, err := ctx.App("spk")
-	if err != nil {
-		return fmt.Errorf("loading spk app: %w", err)
-	}
-	h.app = appIface.(*App)
-	h.cache = h.app.Cache()
-	h.respPlan = planResponse(h.app.UpgradeURL)
 	return nil
+}
+
+// Cleanup releases this configuration's hold on the failure limit's
+// state, which lives on while another configuration uses it.
+func (h *Auth) Cleanup() error {
+	if h.failuresKey == "" {
+		return nil
+	}
+	_, err := failureStates.Delete(h.failuresKey)
+	return err
 }
 
 func (h *Auth) rules() ([]scope.Rule, error) {
@@ -294,5 +315,6 @@ func clientAddr(r *http.Request) string {
 var (
 	_ caddy.Provisioner           = (*Auth)(nil)
 	_ caddy.Validator             = (*Auth)(nil)
+	_ caddy.CleanerUpper          = (*Auth)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Auth)(nil)
 )

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // failureLimiter counts failed authentications per client address with a
@@ -17,16 +19,32 @@ import (
 // still works from behind a shared address, while guesses cost no store
 // lookup.
 //
+// The buckets live in a failureState that outlives the limiter: every
+// spk_auth handler on the same key store shares one, across config
+// reloads (see failureStates), while limit and window are the handler's
+// own, so a reload keeps each address's budget and applies a changed
+// failure_limit to it.
+//
 // Checking an address costs one atomic load while no address is blocked.
 type failureLimiter struct {
-	limit   float64
-	perTok  time.Duration // time to earn one token back
-	now     func() time.Time
+	limit  float64
+	perTok time.Duration // time to earn one token back
+	now    func() time.Time
+	*failureState
+}
+
+// failureState is the per-address state of the failure limit.
+type failureState struct {
 	seed    maphash.Seed
 	shards  [64]failureShard
 	blocked atomic.Int64 // addresses currently without tokens
 	maxAddr int          // per shard
 }
+
+// failureStates holds a failureState per key store (the spk app's pool
+// key) across config reloads, as caddy-ratelimit keeps its zones: a client
+// that was guessing keys does not get a fresh allowance with every deploy.
+var failureStates = caddy.NewUsagePool()
 
 type failureShard struct {
 	mu      sync.Mutex
@@ -39,26 +57,37 @@ type bucket struct {
 	blocked bool
 }
 
+func newFailureState() *failureState {
+	st := &failureState{seed: maphash.MakeSeed(), maxAddr: 4096}
+	for i := range st.shards {
+		st.shards[i].buckets = make(map[string]*bucket)
+	}
+	return st
+}
+
+// Destruct implements caddy.Destructor; the state holds only memory.
+func (*failureState) Destruct() error { return nil }
+
 // failureClock is the clock of the limiters made from now on; tests
 // through a real Caddy set it (export_test.go) so that they need not sleep
 // until a try is earned back.
 var failureClock = time.Now
 
-func newFailureLimiter(limit int, window time.Duration) *failureLimiter {
-	l := &failureLimiter{
-		limit:   float64(limit),
-		perTok:  window / time.Duration(limit),
-		now:     failureClock,
-		seed:    maphash.MakeSeed(),
-		maxAddr: 4096,
+// newFailureLimiter returns a limiter of limit failures per window on st,
+// or on a state of its own if st is nil.
+func newFailureLimiter(limit int, window time.Duration, st *failureState) *failureLimiter {
+	if st == nil {
+		st = newFailureState()
 	}
-	for i := range l.shards {
-		l.shards[i].buckets = make(map[string]*bucket)
+	return &failureLimiter{
+		limit:        float64(limit),
+		perTok:       window / time.Duration(limit),
+		now:          failureClock,
+		failureState: st,
 	}
-	return l
 }
 
-func (l *failureLimiter) shard(addr string) *failureShard {
+func (l *failureState) shard(addr string) *failureShard {
 	return &l.shards[maphash.String(l.seed, addr)%uint64(len(l.shards))]
 }
 

@@ -9,7 +9,7 @@ import (
 
 func TestFailureLimiter(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	l := newFailureLimiter(3, 30*time.Second) // one try back every 10s
+	l := newFailureLimiter(3, 30*time.Second, nil) // one try back every 10s
 	l.now = func() time.Time { return now }
 	req := func(addr string) (time.Duration, bool) {
 		r := httptest.NewRequest("GET", "/", nil)
@@ -48,7 +48,7 @@ func TestFailureLimiter(t *testing.T) {
 }
 
 func TestFailureLimiterBoundsMemory(t *testing.T) {
-	l := newFailureLimiter(2, time.Minute)
+	l := newFailureLimiter(2, time.Minute, nil)
 	l.maxAddr = 8
 	for i := range 10_000 {
 		l.fail(string(rune('a'+i%26)) + string(rune(i)))
@@ -71,7 +71,7 @@ func TestNilLimiterIsOff(t *testing.T) {
 }
 
 func TestFailureLimiterKeysIPv6By64(t *testing.T) {
-	l := newFailureLimiter(2, time.Minute)
+	l := newFailureLimiter(2, time.Minute, nil)
 	l.fail("2001:db8:1:2::1")
 	l.fail("2001:db8:1:2:ffff::9")
 	r := httptest.NewRequest("GET", "/", nil)
@@ -89,7 +89,7 @@ func TestFailureLimiterKeysIPv6By64(t *testing.T) {
 }
 
 func TestFailureLimiterEvictsBoundedWork(t *testing.T) {
-	l := newFailureLimiter(1, time.Hour)
+	l := newFailureLimiter(1, time.Hour, nil)
 	l.maxAddr = 100
 	// Fill every shard with blocked addresses, then keep adding: the shard
 	// stays bounded and the blocked count stays consistent.
