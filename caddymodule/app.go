@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,20 +83,81 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // stores holds the store and cache of each database across config reloads.
 var stores = caddy.NewUsagePool()
 
-// shared is what configurations naming the same database share.
+// shared is what configurations naming the same database share: the store,
+// the cache and the goroutine that keeps the cache in step with the
+// store's change log. The running configuration's change_poll_interval and
+// logger apply to it (see reconfigure).
 type shared struct {
 	store  keystore.Store
 	cache  *keycache.Cache
-	cancel context.CancelFunc
-	done   chan struct{}
+	logger atomic.Pointer[zap.Logger]
+
+	mu       sync.Mutex // guards the follower below
+	interval time.Duration
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// follow starts the cache's background work (keycache.Cache.Follow) with
+// the given change-log poll interval and returns once it has read where
+// the change log stands (one query, bounded by the cache's query
+// timeout): nothing is served before. s.mu must be held.
+func (s *shared) follow(interval time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.interval, s.cancel, s.done = interval, cancel, make(chan struct{})
+	started, done := make(chan struct{}), s.done
+	go func() {
+		defer close(done)
+		s.cache.Follow(ctx, keycache.FollowConfig{
+			Started:      started,
+			PollInterval: interval,
+			OnError: func(op string, err error) {
+				s.logger.Load().Warn("key store background work failed", zap.String("op", op), zap.Error(err))
+			},
+			OnRecovered: func(op string) {
+				s.logger.Load().Info("key store background work recovered", zap.String("op", op))
+			},
+		})
+	}()
+	<-started
+}
+
+// stopFollowing ends the background work and waits for it. s.mu must be
+// held.
+func (s *shared) stopFollowing() {
+	s.cancel()
+	<-s.done
+}
+
+// reconfigure applies the running configuration's logger and poll
+// interval. A new interval restarts the background work: the restarted
+// follower takes the change log's head and drops the cache (which is then
+// refilled from the store), so no change made in between is missed.
+func (s *shared) reconfigure(interval time.Duration, logger *zap.Logger) {
+	s.logger.Store(logger)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if interval != s.interval {
+		s.stopFollowing()
+		s.follow(interval)
+	}
 }
 
 // Destruct stops the background work and closes cache and store.
 func (s *shared) Destruct() error {
-	s.cancel()
-	<-s.done
+	s.mu.Lock()
+	s.stopFollowing()
+	s.mu.Unlock()
 	s.cache.Close()
 	return s.store.Close()
+}
+
+// pollInterval is the change-log poll interval a configuration asks for.
+func (a *App) pollInterval() time.Duration {
+	if a.ChangePollInterval == 0 {
+		return keycache.DefaultPollInterval
+	}
+	return time.Duration(a.ChangePollInterval)
 }
 
 // Provision opens (or reuses) the store and cache.
@@ -127,7 +189,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.storage = mod.(StoreOpener)
 	a.poolKey = a.storage.PoolKey()
 	cfg := keycache.Config{TTL: time.Duration(a.CacheTTL), NegativeTTL: time.Duration(a.NegativeCacheTTL)}
-	logger := a.logger
 	val, loaded, err := stores.LoadOrNew(a.poolKey, func() (caddy.Destructor, error) {
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -140,25 +201,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 			st.Close()
 			return nil, err
 		}
-		fctx, fcancel := context.WithCancel(context.Background())
-		s := &shared{store: st, cache: c, cancel: fcancel, done: make(chan struct{})}
-		started := make(chan struct{})
-		go func() {
-			defer close(s.done)
-			c.Follow(fctx, keycache.FollowConfig{
-				Started:      started,
-				PollInterval: time.Duration(a.ChangePollInterval),
-				OnError: func(op string, err error) {
-					logger.Warn("key store background work failed", zap.String("op", op), zap.Error(err))
-				},
-				OnRecovered: func(op string) {
-					logger.Info("key store background work recovered", zap.String("op", op))
-				},
-			})
-		}()
-		// Serve nothing before the cache knows where the change log
-		// stands (one query; bounded by the cache's query timeout).
-		<-started
+		s := &shared{store: st, cache: c}
+		s.logger.Store(a.logger)
+		s.mu.Lock()
+		s.follow(a.pollInterval())
+		s.mu.Unlock()
 		return s, nil
 	})
 	if err != nil {
@@ -223,8 +270,11 @@ func checkPlans(plans []string) error {
 // running is the app of the running configuration, for the admin API.
 var running atomic.Pointer[App]
 
-// Start makes this app the one the admin API uses.
+// Start makes this app the one the admin API uses, and its logger and
+// change_poll_interval those of the shared store and cache (a reload that
+// changes them takes effect; see docs/operations.md).
 func (a *App) Start() error {
+	a.shared.reconfigure(a.pollInterval(), a.logger)
 	running.Store(a)
 	return nil
 }
