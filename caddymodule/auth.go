@@ -193,6 +193,8 @@ func (h *Auth) Validate() error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	timer := checkTimer{start: time.Now()}
+	defer timer.stop()
 	key, cred := credential(r.Header)
 	if h.hide || cred != credOK {
 		// Off the request before anything else can see it again.
@@ -201,6 +203,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	if urlHasKey(r.URL) {
 		// Refused without logging the path: it holds the key.
+		countResult(r, resultBadRequest)
 		return respKeyInURL.write(w)
 	}
 	switch cred {
@@ -256,6 +259,8 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	r.Header[hdrPlan] = vals[3:4:4]
 	setPlaceholders(r, e)
 	h.cache.Touch(e)
+	passed(r, e.AccountID, e.KeyID)
+	timer.stop()
 	return next.ServeHTTP(w, r)
 }
 
@@ -281,6 +286,7 @@ func setPlaceholders(r *http.Request, e *keycache.Entry) {
 }
 
 func (h *Auth) refuse(w http.ResponseWriter, r *http.Request, resp *response) error {
+	countResult(r, resultOf(resp.status))
 	if c := h.logger.Check(zapcore.DebugLevel, "request refused"); c != nil {
 		c.Write(zap.Int("status", resp.status), zap.String("reason", resp.reason),
 			zap.String("method", r.Method), zap.String("path", r.URL.Path))

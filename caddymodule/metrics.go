@@ -15,6 +15,9 @@ func registerMetrics(ctx caddy.Context, c *keycache.Cache) error {
 	if reg == nil {
 		return nil
 	}
+	if err := registerAuthMetrics(reg); err != nil {
+		return err
+	}
 	counter := func(name, help string, read func(keycache.Stats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "spk", Name: name, Help: help,
