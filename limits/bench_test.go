@@ -19,7 +19,7 @@ func BenchmarkRequest(b *testing.B) {
 	for i := range ids {
 		ids[i] = "key_" + strconv.Itoa(i)
 		accts[i] = "acct_" + strconv.Itoa(i/4)
-		l.Begin(time.Now(), ids[i], accts[i], "pro", huge)
+		l.Begin(time.Now(), ids[i], accts[i], "pro", *huge)
 	}
 	now := time.Now()
 	b.ReportAllocs()
@@ -27,7 +27,7 @@ func BenchmarkRequest(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			r := l.Begin(now, ids[i], accts[i], "pro", huge)
+			r := l.Begin(now, ids[i], accts[i], "pro", *huge)
 			if d, _ := r.TakeRate(); d != NotDenied {
 				b.Fatal("limited")
 			}
@@ -49,7 +49,7 @@ func BenchmarkRequestOneAccount(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			r := l.Begin(now, "key_1", "acct_1", "pro", nil)
+			r := l.Begin(now, "key_1", "acct_1", "pro", Rate{})
 			r.TakeRate()
 			r.TakeQuota()
 			r.Record(Allowed)

@@ -285,12 +285,12 @@ type Request struct {
 }
 
 // Begin looks up the state of the key and its account and brings their
-// limits up to date with the plan and the key's own rate (nil: none). At
+// limits up to date with the plan and the key's own rate (zero: none). At
 // is the request's time: the caller passes the time it already has (Caddy
 // takes one when a request starts), because reading the clock can cost
 // more than all the rest of the limiter's work; Now gives the limiter's
 // own clock.
-func (l *Limiter) Begin(at time.Time, keyID, accountID, plan string, keyRate *Rate) Request {
+func (l *Limiter) Begin(at time.Time, keyID, accountID, plan string, keyRate Rate) Request {
 	now := at.UnixNano()
 	k := l.keyState(keyID, accountID)
 	a := k.acct
@@ -311,11 +311,12 @@ func (l *Limiter) Begin(at time.Time, keyID, accountID, plan string, keyRate *Ra
 	return Request{l: l, k: k, kc: kc, now: now}
 }
 
-func sameRate(a, b *Rate) bool {
-	if a == nil || b == nil {
-		return a == b
+// sameRate compares a key's configured rate with a rate given to Begin.
+func sameRate(a *Rate, b Rate) bool {
+	if a == nil {
+		return b == Rate{}
 	}
-	return *a == *b
+	return *a == b
 }
 
 func (a *account) configure(ps *planSet, plan string, now int64) *acctConfig {
@@ -332,15 +333,15 @@ func (a *account) configure(ps *planSet, plan string, now int64) *acctConfig {
 	return c
 }
 
-func (k *keyState) configure(ac *acctConfig, r *Rate, now int64) *keyConfig {
+func (k *keyState) configure(ac *acctConfig, kr Rate, now int64) *keyConfig {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if c := k.cfg.Load(); c != nil && c.acct == ac && sameRate(c.rate, r) {
+	if c := k.cfg.Load(); c != nil && c.acct == ac && sameRate(c.rate, kr) {
 		return c
 	}
-	if r != nil {
-		cp := *r
-		r = &cp
+	var r *Rate
+	if kr != (Rate{}) {
+		r = &kr
 	}
 	c := &keyConfig{rate: r, acct: ac}
 	c.policy = keyPolicy(c)

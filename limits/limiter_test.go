@@ -27,7 +27,7 @@ func TestAccountRateSharedByKeys(t *testing.T) {
 	l := New(Plans{"pro": {Rate: rate(10, time.Second)}}, Options{Now: c.now})
 	admitted := 0
 	for i := range 30 {
-		r := l.Begin(c.now(), fmt.Sprintf("key_%d", i%3), "acct", "pro", nil)
+		r := l.Begin(c.now(), fmt.Sprintf("key_%d", i%3), "acct", "pro", Rate{})
 		if d, _ := r.TakeRate(); d == NotDenied {
 			admitted++
 		} else if d != AccountRate {
@@ -38,18 +38,18 @@ func TestAccountRateSharedByKeys(t *testing.T) {
 		t.Fatalf("three keys of one account admitted %d, want 10 (the account's bucket)", admitted)
 	}
 	// Another account has its own bucket.
-	r := l.Begin(c.now(), "key_other", "acct2", "pro", nil)
+	r := l.Begin(c.now(), "key_other", "acct2", "pro", Rate{})
 	if d, _ := r.TakeRate(); d != NotDenied {
 		t.Fatal("another account was limited")
 	}
 	// One token comes back every 100ms.
-	r = l.Begin(c.now(), "key_0", "acct", "pro", nil)
+	r = l.Begin(c.now(), "key_0", "acct", "pro", Rate{})
 	d, wait := r.TakeRate()
 	if d != AccountRate || wait != 100*time.Millisecond {
 		t.Fatalf("got %v wait %v, want AccountRate after 100ms", d, wait)
 	}
 	c.add(100 * time.Millisecond)
-	if d, _ := l.Begin(c.now(), "key_1", "acct", "pro", nil).TakeRate(); d != NotDenied {
+	if d, _ := l.Begin(c.now(), "key_1", "acct", "pro", Rate{}).TakeRate(); d != NotDenied {
 		t.Fatal("a token did not come back after its interval")
 	}
 }
@@ -60,7 +60,7 @@ func TestKeyRateBelowAccount(t *testing.T) {
 	slow := rate(2, time.Second)
 	var denials [3]int
 	for range 5 {
-		r := l.Begin(c.now(), "key_slow", "acct", "pro", slow)
+		r := l.Begin(c.now(), "key_slow", "acct", "pro", *slow)
 		d, _ := r.TakeRate()
 		denials[d]++
 	}
@@ -70,7 +70,7 @@ func TestKeyRateBelowAccount(t *testing.T) {
 	// The key's refusals took nothing from the account: 8 left for the others.
 	admitted := 0
 	for range 10 {
-		if d, _ := l.Begin(c.now(), "key_fast", "acct", "pro", nil).TakeRate(); d == NotDenied {
+		if d, _ := l.Begin(c.now(), "key_fast", "acct", "pro", Rate{}).TakeRate(); d == NotDenied {
 			admitted++
 		}
 	}
@@ -80,9 +80,9 @@ func TestKeyRateBelowAccount(t *testing.T) {
 	// When the account refuses, the key's token is given back.
 	c.add(time.Second / 2) // key: +1 token (2 total... capped), account: +5
 	for range 5 {
-		l.Begin(c.now(), "key_fast", "acct", "pro", nil).TakeRate()
+		l.Begin(c.now(), "key_fast", "acct", "pro", Rate{}).TakeRate()
 	}
-	r := l.Begin(c.now(), "key_slow", "acct", "pro", slow)
+	r := l.Begin(c.now(), "key_slow", "acct", "pro", *slow)
 	if d, _ := r.TakeRate(); d != AccountRate {
 		t.Fatalf("got %v, want AccountRate", d)
 	}
@@ -91,7 +91,7 @@ func TestKeyRateBelowAccount(t *testing.T) {
 	}
 	// A key without a plan limit, but with its own rate, is limited by it alone.
 	for i := range 3 {
-		d, _ := l.Begin(c.now(), "key_free", "acct_free", "free", slow).TakeRate()
+		d, _ := l.Begin(c.now(), "key_free", "acct_free", "free", *slow).TakeRate()
 		if (i < 2) != (d == NotDenied) {
 			t.Fatalf("request %d on an unlimited plan with a key rate: %v", i, d)
 		}
@@ -101,18 +101,18 @@ func TestKeyRateBelowAccount(t *testing.T) {
 func TestReconfigure(t *testing.T) {
 	c := newClock(t0)
 	l := New(Plans{"pro": {Rate: rate(2, time.Second)}}, Options{Now: c.now})
-	r := l.Begin(c.now(), "k", "a", "pro", nil)
+	r := l.Begin(c.now(), "k", "a", "pro", Rate{})
 	if r.Policy() != `"account";q=2;w=1` {
 		t.Fatalf("policy %q", r.Policy())
 	}
-	l.Begin(c.now(), "k", "a", "pro", nil).TakeRate()
-	l.Begin(c.now(), "k", "a", "pro", nil).TakeRate()
-	if d, _ := l.Begin(c.now(), "k", "a", "pro", nil).TakeRate(); d == NotDenied {
+	l.Begin(c.now(), "k", "a", "pro", Rate{}).TakeRate()
+	l.Begin(c.now(), "k", "a", "pro", Rate{}).TakeRate()
+	if d, _ := l.Begin(c.now(), "k", "a", "pro", Rate{}).TakeRate(); d == NotDenied {
 		t.Fatal("third request admitted at 2/1s")
 	}
 	// A reload raises the limit: the bucket keeps its level, the new rate applies.
 	l.SetPlans(Plans{"pro": {Rate: rate(4, time.Second)}, "business": {}})
-	r = l.Begin(c.now(), "k", "a", "pro", nil)
+	r = l.Begin(c.now(), "k", "a", "pro", Rate{})
 	if d, _ := r.TakeRate(); d != NotDenied {
 		t.Fatal("raised limit not applied")
 	}
@@ -120,12 +120,12 @@ func TestReconfigure(t *testing.T) {
 		t.Fatalf("policy after reload %q", r.Policy())
 	}
 	// A plan change removes the limit.
-	r = l.Begin(c.now(), "k", "a", "business", nil)
+	r = l.Begin(c.now(), "k", "a", "business", Rate{})
 	if r.Limited() {
 		t.Fatal("business plan without limits still limited")
 	}
 	// A key rate set later applies, and shows in the policy.
-	r = l.Begin(c.now(), "k", "a", "pro", rate(1, time.Minute))
+	r = l.Begin(c.now(), "k", "a", "pro", *rate(1, time.Minute))
 	if want := `"key";q=1;w=60, "account";q=4;w=1`; r.Policy() != want {
 		t.Fatalf("policy %q, want %q", r.Policy(), want)
 	}
@@ -135,7 +135,7 @@ func TestQuotaCalendarPeriods(t *testing.T) {
 	c := newClock(t0) // 2026-03-31 23:59 UTC
 	l := New(Plans{"pro": {Quota: &Quota{Requests: 3, Period: Month}}, "day": {Quota: &Quota{Requests: 1, Period: Day}}}, Options{Now: c.now})
 	for i := range 4 {
-		r := l.Begin(c.now(), "k", "a", "pro", nil)
+		r := l.Begin(c.now(), "k", "a", "pro", Rate{})
 		ok, resets := r.TakeQuota()
 		if ok != (i < 3) {
 			t.Fatalf("request %d: ok=%v", i, ok)
@@ -144,12 +144,12 @@ func TestQuotaCalendarPeriods(t *testing.T) {
 			t.Fatalf("resets at %v, want April 1st", resets)
 		}
 	}
-	r := l.Begin(c.now(), "k", "a", "pro", nil)
+	r := l.Begin(c.now(), "k", "a", "pro", Rate{})
 	if got := string(r.AppendRateLimit(nil)); got != `"quota";r=0;t=60` {
 		t.Fatalf("RateLimit %q", got)
 	}
 	c.set(time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC))
-	if ok, _ := l.Begin(c.now(), "k", "a", "pro", nil).TakeQuota(); !ok {
+	if ok, _ := l.Begin(c.now(), "k", "a", "pro", Rate{}).TakeQuota(); !ok {
 		t.Fatal("quota did not reset with the month")
 	}
 	q, used, resets, ok := l.QuotaUsed("a")
@@ -161,8 +161,8 @@ func TestQuotaCalendarPeriods(t *testing.T) {
 		t.Fatalf("rolled %+v", got)
 	}
 	// Daily quota.
-	ok1, _ := l.Begin(c.now(), "k2", "b", "day", nil).TakeQuota()
-	ok2, resets2 := l.Begin(c.now(), "k2", "b", "day", nil).TakeQuota()
+	ok1, _ := l.Begin(c.now(), "k2", "b", "day", Rate{}).TakeQuota()
+	ok2, resets2 := l.Begin(c.now(), "k2", "b", "day", Rate{}).TakeQuota()
 	if !ok1 || ok2 || !resets2.Equal(time.Date(2026, 4, 2, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("daily quota: %v %v %v", ok1, ok2, resets2)
 	}
@@ -171,7 +171,7 @@ func TestQuotaCalendarPeriods(t *testing.T) {
 func TestRateLimitHeader(t *testing.T) {
 	c := newClock(t0)
 	l := New(Plans{"pro": {Rate: rate(10, time.Second), Quota: &Quota{Requests: 100, Period: Day}}}, Options{Now: c.now})
-	r := l.Begin(c.now(), "k", "a", "pro", rate(5, 10*time.Second))
+	r := l.Begin(c.now(), "k", "a", "pro", *rate(5, 10*time.Second))
 	if want := `"key";q=5;w=10, "account";q=10;w=1, "quota";q=100;w=86400`; r.Policy() != want {
 		t.Fatalf("policy %q\nwant   %q", r.Policy(), want)
 	}
@@ -181,7 +181,7 @@ func TestRateLimitHeader(t *testing.T) {
 		t.Fatalf("RateLimit %q\nwant      %q", got, want)
 	}
 	// A window under a second is shown per second.
-	r = l.Begin(c.now(), "k2", "a", "pro", rate(3, 100*time.Millisecond))
+	r = l.Begin(c.now(), "k2", "a", "pro", *rate(3, 100*time.Millisecond))
 	if want := `"key";q=30;w=1`; r.Policy()[:len(want)] != want {
 		t.Fatalf("policy %q", r.Policy())
 	}
@@ -190,10 +190,10 @@ func TestRateLimitHeader(t *testing.T) {
 func TestUsageHours(t *testing.T) {
 	c := newClock(time.Date(2026, 1, 1, 10, 59, 59, 0, time.UTC))
 	l := New(nil, Options{Now: c.now})
-	l.Begin(c.now(), "k", "a", "free", nil).Record(Allowed)
-	l.Begin(c.now(), "k", "a", "free", nil).Record(Forbidden)
+	l.Begin(c.now(), "k", "a", "free", Rate{}).Record(Allowed)
+	l.Begin(c.now(), "k", "a", "free", Rate{}).Record(Forbidden)
 	c.add(time.Second)
-	l.Begin(c.now(), "k", "a", "free", nil).Record(Limited)
+	l.Begin(c.now(), "k", "a", "free", Rate{}).Record(Limited)
 	k := l.keyStateFor("k")
 	h10 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC).Unix()
 	for i := range k.usage {

@@ -26,7 +26,7 @@ func TestQuotaSurvivesRestart(t *testing.T) {
 	plans := Plans{"pro": {Quota: &Quota{Requests: 5, Period: Day}}}
 	l := New(plans, Options{Now: c.now})
 	for range 5 {
-		if ok, _ := l.Begin(c.now(), "k", "a", "pro", nil).TakeQuota(); !ok {
+		if ok, _ := l.Begin(c.now(), "k", "a", "pro", Rate{}).TakeQuota(); !ok {
 			t.Fatal("refused within the quota")
 		}
 	}
@@ -38,12 +38,12 @@ func TestQuotaSurvivesRestart(t *testing.T) {
 	if err := l2.Preload(ctx, st); err != nil {
 		t.Fatal(err)
 	}
-	if ok, resets := l2.Begin(c.now(), "k2", "a", "pro", nil).TakeQuota(); ok || !resets.Equal(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)) {
+	if ok, resets := l2.Begin(c.now(), "k2", "a", "pro", Rate{}).TakeQuota(); ok || !resets.Equal(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("after a restart: ok=%v resets=%v", ok, resets)
 	}
 	// The next day starts from zero.
 	c.set(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC))
-	if ok, _ := l2.Begin(c.now(), "k2", "a", "pro", nil).TakeQuota(); !ok {
+	if ok, _ := l2.Begin(c.now(), "k2", "a", "pro", Rate{}).TakeQuota(); !ok {
 		t.Fatal("refused on a new day")
 	}
 }
@@ -54,9 +54,9 @@ func TestQuotaSharedBySync(t *testing.T) {
 	plans := Plans{"pro": {Quota: &Quota{Requests: 10, Period: Month}}}
 	a, b := New(plans, Options{Now: c.now}), New(plans, Options{Now: c.now})
 	for range 6 {
-		a.Begin(c.now(), "k1", "acct", "pro", nil).TakeQuota()
+		a.Begin(c.now(), "k1", "acct", "pro", Rate{}).TakeQuota()
 	}
-	b.Begin(c.now(), "k2", "acct", "pro", nil).TakeQuota()
+	b.Begin(c.now(), "k2", "acct", "pro", Rate{}).TakeQuota()
 	for _, l := range []*Limiter{a, b, a} {
 		if err := l.Sync(ctx, st, time.Minute); err != nil {
 			t.Fatal(err)
@@ -68,7 +68,7 @@ func TestQuotaSharedBySync(t *testing.T) {
 		}
 	}
 	// A store failure keeps the counts for the next sync.
-	a.Begin(c.now(), "k1", "acct", "pro", nil).TakeQuota()
+	a.Begin(c.now(), "k1", "acct", "pro", Rate{}).TakeQuota()
 	st.Close()
 	if err := a.Sync(ctx, st, time.Minute); err == nil {
 		t.Fatal("sync on a closed store succeeded")
@@ -84,15 +84,15 @@ func TestRateSharedBySync(t *testing.T) {
 	plans := Plans{"pro": {Rate: rate(10, time.Second)}}
 	a, b := New(plans, Options{Now: c.now}), New(plans, Options{Now: c.now})
 	// Both know the account before anything is admitted.
-	a.Begin(c.now(), "k1", "acct", "pro", nil)
-	b.Begin(c.now(), "k2", "acct", "pro", nil)
+	a.Begin(c.now(), "k1", "acct", "pro", Rate{})
+	b.Begin(c.now(), "k2", "acct", "pro", Rate{})
 	for _, l := range []*Limiter{a, b} {
 		if err := l.Sync(ctx, st, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for range 8 {
-		if d, _ := a.Begin(c.now(), "k1", "acct", "pro", nil).TakeRate(); d != NotDenied {
+		if d, _ := a.Begin(c.now(), "k1", "acct", "pro", Rate{}).TakeRate(); d != NotDenied {
 			t.Fatal("refused within the rate")
 		}
 	}
@@ -104,7 +104,7 @@ func TestRateSharedBySync(t *testing.T) {
 	// b learned of a's 8: two left.
 	admitted := 0
 	for range 5 {
-		if d, _ := b.Begin(c.now(), "k2", "acct", "pro", nil).TakeRate(); d == NotDenied {
+		if d, _ := b.Begin(c.now(), "k2", "acct", "pro", Rate{}).TakeRate(); d == NotDenied {
 			admitted++
 		}
 	}
@@ -114,11 +114,11 @@ func TestRateSharedBySync(t *testing.T) {
 	// A total learned after too long without a sync is a new baseline,
 	// not a debt.
 	for range 2 {
-		b.Begin(c.now(), "k2", "acct", "pro", nil)
+		b.Begin(c.now(), "k2", "acct", "pro", Rate{})
 	}
 	c.add(time.Hour)
 	for range 10 {
-		a.Begin(c.now(), "k1", "acct", "pro", nil).TakeRate()
+		a.Begin(c.now(), "k1", "acct", "pro", Rate{}).TakeRate()
 	}
 	if err := a.Sync(ctx, st, time.Minute); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestRateSharedBySync(t *testing.T) {
 	if err := b.Sync(ctx, st, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if d, _ := b.Begin(c.now(), "k2", "acct", "pro", nil).TakeRate(); d != NotDenied {
+	if d, _ := b.Begin(c.now(), "k2", "acct", "pro", Rate{}).TakeRate(); d != NotDenied {
 		t.Fatal("a stale total was taken as a debt")
 	}
 }
@@ -136,15 +136,15 @@ func TestFlushUsage(t *testing.T) {
 	h := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	c := newClock(h.Add(59 * time.Minute))
 	l := New(nil, Options{Now: c.now})
-	l.Begin(c.now(), "k1", "acct", "pro", nil).Record(Allowed)
-	l.Begin(c.now(), "k1", "acct", "pro", nil).Record(Forbidden)
+	l.Begin(c.now(), "k1", "acct", "pro", Rate{}).Record(Allowed)
+	l.Begin(c.now(), "k1", "acct", "pro", Rate{}).Record(Forbidden)
 	c.add(time.Minute)
-	l.Begin(c.now(), "k1", "acct", "pro", nil).Record(Limited)
-	l.Begin(c.now(), "k2", "acct", "pro", nil).Record(Allowed)
+	l.Begin(c.now(), "k1", "acct", "pro", Rate{}).Record(Limited)
+	l.Begin(c.now(), "k2", "acct", "pro", Rate{}).Record(Allowed)
 	if err := l.Flush(ctx, st, 0); err != nil {
 		t.Fatal(err)
 	}
-	l.Begin(c.now(), "k2", "acct", "pro", nil).Record(Allowed)
+	l.Begin(c.now(), "k2", "acct", "pro", Rate{}).Record(Allowed)
 	if err := l.Flush(ctx, st, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestConcurrentRequestsAndSync(t *testing.T) {
 	for w := range workers {
 		go func() {
 			for i := range each {
-				r := l.Begin(c.now(), "k"+string(rune('a'+w)), "acct", "pro", nil)
+				r := l.Begin(c.now(), "k"+string(rune('a'+w)), "acct", "pro", Rate{})
 				r.TakeRate()
 				r.TakeQuota()
 				r.Record(Outcome(i % 3))
