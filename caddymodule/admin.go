@@ -20,6 +20,7 @@ func init() {
 //	DELETE /spk/keys/{id}                 → 204
 //	PUT    /spk/accounts/{account}/plan   {"plan":"pro"} → 204
 //	GET    /spk/accounts/{account}/plan   → {"plan":"pro"}
+//	GET    /spk/keys/{id}/usage, GET /spk/accounts/{account}/usage (see UsageResponse)
 //
 // Bodies must be sent as application/json (a browser cannot send that
 // cross-site without a CORS preflight, which the admin endpoint refuses).
@@ -102,6 +103,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 		}
 		keys.WriteJSON(w, http.StatusOK, keys.PlanRequest{Plan: plan})
 	}))
+	a.usageRoutes() // admin_usage.go
 	return nil
 }
 

@@ -65,6 +65,19 @@ type App struct {
 	// read is the backstop. At most 1m. Default: 1s.
 	ChangePollInterval caddy.Duration `json:"change_poll_interval,omitempty"`
 
+	// Limits gives plans a rate and a quota per account, by plan name (in
+	// any letter case); a plan without an entry is unlimited. Default: none.
+	Limits map[string]*PlanLimits `json:"limits,omitempty"`
+
+	// LimitSyncInterval is how often instances sharing a store exchange
+	// what they admitted, and quota counts are written. Default: 1s.
+	LimitSyncInterval caddy.Duration `json:"limit_sync_interval,omitempty"`
+
+	// UsageFlushInterval is how often the usage counts per key and hour
+	// are written to the store. At most 10s. Default: 5s.
+	UsageFlushInterval caddy.Duration `json:"usage_flush_interval,omitempty"`
+
+	limits  *limiterRun
 	storage StoreOpener
 	poolKey string
 	shared  *shared
@@ -220,6 +233,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache, AuditLog: a.logger.Named("audit")}
+	if err := a.provisionLimits(); err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
 	if err := registerMetrics(ctx, a.shared.cache); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -241,6 +257,9 @@ func (a *App) Validate() error {
 		return err
 	}
 	if err := checkDuration("change_poll_interval", a.ChangePollInterval, MaxChangePollInterval); err != nil {
+		return err
+	}
+	if err := a.validateLimits(); err != nil {
 		return err
 	}
 	return checkPlans(a.APIPlans)
@@ -291,6 +310,7 @@ func (a *App) Cleanup() error {
 	if a.shared == nil {
 		return nil
 	}
+	a.cleanupLimits()
 	_, err := stores.Delete(a.poolKey)
 	return err
 }

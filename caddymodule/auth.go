@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/spkgate/spkgate/keycache"
+	"github.com/spkgate/spkgate/limits"
 	"github.com/spkgate/spkgate/scope"
 )
 
@@ -241,9 +242,18 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if !h.app.PlanHasAPIAccess(e.Plan) {
 		return h.refuse(w, r, &h.respPlan)
 	}
+	lr := h.startLimits(r, e) // limits.go: rate, quota, usage, RateLimit headers
+	if limited, err := h.takeRate(w, r, lr); limited {
+		return err
+	}
 	if need := h.policy.Required(r.Method, path); !e.Scopes.Allows(need) {
+		finishLimits(w, lr, limits.Forbidden)
 		return h.refuse(w, r, insufficientScope(need))
 	}
+	if limited, err := h.takeQuota(w, r, lr); limited {
+		return err
+	}
+	finishLimits(w, lr, limits.Allowed)
 
 	stripForged(r, h.hide)
 	if len(r.Trailer) > 0 {

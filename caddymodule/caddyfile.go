@@ -13,6 +13,7 @@ import (
 
 	"github.com/spkgate/spkgate/console"
 	"github.com/spkgate/spkgate/keycache"
+	"github.com/spkgate/spkgate/limits"
 	"github.com/spkgate/spkgate/scope"
 )
 
@@ -42,6 +43,12 @@ func init() {
 //		api_plans <plan...>
 //		upgrade_url <url>
 //		change_poll_interval <duration>
+//		limits <plan> {
+//			rate <requests> <window>
+//			quota <requests> day|month
+//		}
+//		limit_sync_interval <duration>
+//		usage_flush_interval <duration>
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -113,6 +120,22 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "limits":
+			if err := a.unmarshalLimits(d); err != nil {
+				return err
+			}
+		case "limit_sync_interval":
+			v, err := parseDuration(d, MaxLimitSyncInterval)
+			if err != nil {
+				return err
+			}
+			a.LimitSyncInterval = v
+		case "usage_flush_interval":
+			v, err := parseDuration(d, MaxUsageFlushInterval)
+			if err != nil {
+				return err
+			}
+			a.UsageFlushInterval = v
 		case "api_plans":
 			a.APIPlans = d.RemainingArgs()
 			if len(a.APIPlans) == 0 {
@@ -125,6 +148,84 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized subdirective %s", d.Val())
 		}
 	}
+	return nil
+}
+
+// unmarshalLimits reads one "limits <plan> { ... }" block. Every value is
+// checked here, so a mistake is reported with its line.
+func (a *App) unmarshalLimits(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Err("limits needs a plan name: limits <plan> { rate <requests> <window>; quota <requests> day|month }")
+	}
+	plan := strings.ToLower(d.Val())
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if _, dup := a.Limits[plan]; dup {
+		return d.Errf("limits %s given twice", plan)
+	}
+	pl := new(PlanLimits)
+	count := func(what string) (int64, error) {
+		if !d.NextArg() {
+			return 0, d.ArgErr()
+		}
+		n, err := strconv.ParseInt(d.Val(), 10, 64)
+		if err != nil || n < 1 {
+			return 0, d.Errf("%s: requests must be a positive whole number, not %q", what, d.Val())
+		}
+		return n, nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "rate":
+			if pl.Rate != nil {
+				return d.Err("rate given twice")
+			}
+			n, err := count("rate")
+			if err != nil {
+				return err
+			}
+			if !d.NextArg() {
+				return d.Err("rate needs a window, e.g. rate 100 1s")
+			}
+			w, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("rate window %q: %v", d.Val(), err)
+			}
+			if err := (limits.Rate{Requests: n, Window: w}).Validate(); err != nil {
+				return d.Err(err.Error())
+			}
+			pl.Rate = &RateLimitConfig{Requests: n, Window: caddy.Duration(w)}
+		case "quota":
+			if pl.Quota != nil {
+				return d.Err("quota given twice")
+			}
+			n, err := count("quota")
+			if err != nil {
+				return err
+			}
+			if !d.NextArg() {
+				return d.Err("quota needs a period: day or month")
+			}
+			q := limits.Quota{Requests: n, Period: limits.Period(d.Val())}
+			if err := q.Validate(); err != nil {
+				return d.Err(err.Error())
+			}
+			pl.Quota = &QuotaConfig{Requests: n, Period: d.Val()}
+		default:
+			return d.Errf("unrecognized limits subdirective %s (known: rate, quota)", d.Val())
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	if pl.Rate == nil && pl.Quota == nil {
+		return d.Errf("limits %s has neither a rate nor a quota", plan)
+	}
+	if a.Limits == nil {
+		a.Limits = make(map[string]*PlanLimits)
+	}
+	a.Limits[plan] = pl
 	return nil
 }
 

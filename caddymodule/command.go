@@ -18,7 +18,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "spk",
-		Usage: "create|list|revoke|plan [--config <path>] [--adapter <name>] ...",
+		Usage: "create|list|revoke|plan|usage [--config <path>] [--adapter <name>] ...",
 		Short: "Manages spkgate API keys in the configured key store",
 		Long: `
 Manages spkgate API keys directly in the key store that the config names
@@ -31,8 +31,9 @@ store's change log).
   caddy spk list   --account acct_1
   caddy spk revoke key_...
   caddy spk plan   --account acct_1 pro
+  caddy spk usage  --account acct_1 --granularity day
 
-Output is JSON, in the shapes of the admin API. The key itself is printed
+Output is JSON, in the shapes of the admin API (usage: a table). The key itself is printed
 once, by create, and cannot be shown again.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")
@@ -82,7 +83,7 @@ func spkSubcommands() []*cobra.Command {
 	}
 	plan.Flags().String("account", "", "Account whose plan to set (required)")
 
-	return []*cobra.Command{create, list, revoke, plan}
+	return []*cobra.Command{create, list, revoke, plan, usageCommand()}
 }
 
 // runSpk adapts a subcommand function for cobra. Usage is printed for a

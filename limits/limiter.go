@@ -350,6 +350,9 @@ func (k *keyState) configure(ac *acctConfig, kr Rate, now int64) *keyConfig {
 	return c
 }
 
+// Time is the request's time as given to Begin.
+func (r Request) Time() time.Time { return time.Unix(0, r.now) }
+
 // Limited reports whether any limit applies to the request (and so
 // whether it gets RateLimit headers).
 func (r Request) Limited() bool {
