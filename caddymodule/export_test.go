@@ -1,0 +1,7 @@
+package caddymodule
+
+import "time"
+
+// SetLimitsClock makes f the clock of the limiters created from now on and
+// the time of every request they see (nil: the real clock), for tests.
+func SetLimitsClock(f func() time.Time) { testLimitsClock = f }
