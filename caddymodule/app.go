@@ -37,12 +37,14 @@ type App struct {
 	// under Caddy's data directory.
 	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=spk.storage inline_key=driver"`
 
-	// CacheTTL is how long a verified key is trusted before the store is
-	// asked again; revocations, plan changes and new keys on any instance
-	// reach the cache sooner (PostgreSQL: at once, through LISTEN/NOTIFY;
-	// otherwise at the next read of the change log). While the store
-	// cannot confirm that the cache is current, no entry is trusted for
-	// more than 5s. At most 60s. Default: 30s.
+	// CacheTTL is how long a verified key stays cached at most: a safety
+	// net. Revocations, edits, plan changes and new keys on any instance
+	// reach the cache as they happen (PostgreSQL: at once, through
+	// LISTEN/NOTIFY; otherwise at the next read of the change log), so
+	// while the cache can prove it is current its entries are not reloaded
+	// on a timer. While it cannot, no entry is trusted for more than 5s
+	// (keys in use are reloaded in the background to stay usable). At most
+	// 1h. Default: 10m.
 	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
 
 	// NegativeCacheTTL is how long an unknown, revoked or expired key is

@@ -75,7 +75,7 @@ func TestBadCaddyfile(t *testing.T) {
 		{"unknown app option", "{\n\tspk {\n\t\tcolour blue\n\t}\n}\n", "unrecognized subdirective colour", "Caddyfile:3"},
 		{"unknown driver", "{\n\tspk {\n\t\tstorage mysql x\n\t}\n}\n", `unknown storage driver "mysql"`, "Caddyfile:3"},
 		{"postgres without dsn", "{\n\tspk {\n\t\tstorage postgres\n\t}\n}\n", "storage postgres needs a DSN", "Caddyfile:3"},
-		{"ttl too long", "{\n\tspk {\n\t\tcache_ttl 2m\n\t}\n}\n", "cache_ttl 2m out of range", "Caddyfile:3"},
+		{"ttl too long", "{\n\tspk {\n\t\tcache_ttl 2h\n\t}\n}\n", "cache_ttl 2h out of range", "Caddyfile:3"},
 		{"negative ttl too long", "{\n\tspk {\n\t\tnegative_cache_ttl 11s\n\t}\n}\n", "negative_cache_ttl 11s out of range", "Caddyfile:3"},
 		{"bad duration", "{\n\tspk {\n\t\tcache_ttl soon\n\t}\n}\n", "cache_ttl:", "Caddyfile:3"},
 		{"no plans", "{\n\tspk {\n\t\tapi_plans\n\t}\n}\n", "api_plans needs at least one plan", "Caddyfile:3"},

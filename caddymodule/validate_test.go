@@ -18,7 +18,7 @@ func TestValidateRanges(t *testing.T) {
 		name, json, want string
 		module           func() caddy.Validator
 	}{
-		{"cache_ttl too long", `{"cache_ttl":"2m"}`, "cache_ttl 2m0s out of range", app},
+		{"cache_ttl too long", `{"cache_ttl":"2h"}`, "cache_ttl 2h0m0s out of range", app},
 		{"cache_ttl negative", `{"cache_ttl":"-1s"}`, "cache_ttl -1s out of range", app},
 		{"negative_cache_ttl too long", `{"negative_cache_ttl":"11s"}`, "negative_cache_ttl 11s out of range", app},
 		{"change_poll_interval too long", `{"change_poll_interval":"2m"}`, "change_poll_interval 2m0s out of range", app},
@@ -27,7 +27,7 @@ func TestValidateRanges(t *testing.T) {
 		{"failure_window negative", `{"failure_window":"-1s"}`, "failure_window -1s out of range", auth},
 		{"failure_window too long", `{"failure_window":"25h"}`, "failure_window 25h0m0s out of range", auth},
 		{"defaults", `{}`, "", app},
-		{"upper bounds", `{"cache_ttl":"1m","negative_cache_ttl":"10s","change_poll_interval":"1m"}`, "", app},
+		{"upper bounds", `{"cache_ttl":"1h","negative_cache_ttl":"10s","change_poll_interval":"1m"}`, "", app},
 		{"auth defaults", `{}`, "", auth},
 		{"auth upper bound", `{"failure_limit":-1,"failure_window":"24h"}`, "", auth},
 	} {

@@ -25,10 +25,13 @@ import (
 	"github.com/spkgate/spkgate/keystore"
 )
 
-// Limits and defaults of the cache lifetimes.
+// Limits and defaults of the cache lifetimes. A verified key's entry lives
+// until a change to its key or account invalidates it, it is evicted, or
+// its TTL ends: the TTL is a safety net (an instance that can prove it has
+// heard every change has no reason to reload; see Follow and trusted).
 const (
-	DefaultTTL         = 30 * time.Second
-	MaxTTL             = 60 * time.Second
+	DefaultTTL         = 10 * time.Minute
+	MaxTTL             = time.Hour
 	DefaultNegativeTTL = 5 * time.Second
 	MaxNegativeTTL     = 10 * time.Second
 )
@@ -47,7 +50,8 @@ const (
 
 // Config tunes a Cache.
 type Config struct {
-	// TTL is how long a verified key is trusted without asking the store.
+	// TTL is how long a verified key is cached at most, however current
+	// the cache is: the safety net behind change-driven invalidation.
 	TTL time.Duration
 	// NegativeTTL is how long an unknown, revoked or expired key is
 	// remembered as such.

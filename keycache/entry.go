@@ -17,12 +17,10 @@ type Entry struct {
 	known     bool
 	expiresAt int64 // unix nanoseconds; 0 = never
 	touched   atomic.Bool
-	// refreshAt (unix nanoseconds) is when a hit starts reloading the
-	// entry in the background, before it expires; 0 = never. staleAt is
-	// when the entry's cache lifetime ends, and lastHit when it was last
-	// used (or loaded), to a second: a hit that, at the key's pace, would
-	// not come again before staleAt reloads it too.
-	refreshAt  int64
+	// staleAt (unix nanoseconds) is when the entry's cache lifetime (its
+	// TTL, the safety net) ends, and lastHit when it was last used (or
+	// loaded), to a second: see Cache.hit for when they make a hit reload
+	// the entry in the background.
 	staleAt    int64
 	lastHit    atomic.Int64
 	refreshing atomic.Bool

@@ -7,10 +7,11 @@ import (
 	"github.com/spkgate/spkgate/keystore"
 )
 
-// RefreshAhead is the part of a positive entry's lifetime after which
-// any hit reloads it in the background; before that, only a hit whose key
-// is used too seldom to be seen again before the entry ends does (see
-// Cache.hit).
+// RefreshAhead is the part of a positive entry's lifetime (its TTL) and,
+// while the cache cannot prove it is current, of its trust bound, after
+// which any hit reloads it in the background; before that, only a hit
+// whose key is used too seldom to be seen again before the entry ends does
+// (see Cache.hit).
 const RefreshAhead = 0.75
 
 // refreshWait is how long the reloader gathers entries due for a reload

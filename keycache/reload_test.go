@@ -79,14 +79,14 @@ func TestRefreshAhead(t *testing.T) {
 	}
 }
 
-// A key used every 16 s is seen once more before the refresh point, and
+// A key used every 320 s is seen once more before the refresh point, and
 // its next use would come after its entry's end: that use reloads it, so
 // the key never costs a request a store lookup, however many lifetimes
 // it is used for.
 func TestRefreshAheadAtTheKeysPace(t *testing.T) {
 	c, cs, _, clock, k := cachedKey(t)
 	ctx := context.Background()
-	const pace = 16 * time.Second
+	const pace = 320 * time.Second
 	// Before every refresh point, and two paces past every lifetime.
 	if minRefresh := time.Duration(float64(DefaultTTL) * 0.9 * RefreshAhead); pace >= minRefresh || 2*pace < DefaultTTL {
 		t.Fatalf("pace %s does not fall between the refresh point %s and half the lifetime", pace, minRefresh)
@@ -264,5 +264,56 @@ func TestReloadsAreBatched(t *testing.T) {
 	}
 	if n := cs.lookups.Load() - before; n != int64(st.Reloads) {
 		t.Errorf("%d store calls, want only the %d reloads", n, st.Reloads)
+	}
+}
+
+// While the cache can prove it is current (here: a heartbeat or log read
+// every second, as Follow records them), a key in use is never reloaded,
+// however long it is used within its TTL: reloads come from changes, not
+// from a timer. The old 30 s lifetime and the 5 s trust bound pass many
+// times over.
+func TestNoTimerReloadWhileCurrent(t *testing.T) {
+	c, cs, _, clock, k := cachedKey(t)
+	ctx := context.Background()
+	start := clock.Load()
+	for clock.Load()-start < int64(5*time.Minute) {
+		clock.Add(int64(time.Second))
+		c.markSynced(clock.Load(), DefaultMaxStale)
+		if _, st := c.Verify(ctx, k.Secret); st != Valid {
+			t.Fatalf("refused %s after it was cached", time.Duration(clock.Load()-start))
+		}
+	}
+	c.markSynced(clock.Load(), DefaultMaxStale)
+	if n, r := cs.lookups.Load(), c.Stats().Reloads; n != 1 || r != 0 {
+		t.Fatalf("%d store calls and %d reloads for five minutes of use while current, want the first lookup only", n, r)
+	}
+}
+
+// While the cache cannot prove it is current, entries in use are reloaded
+// in the background before the trust bound ends (the store still answers
+// lookups here), so the key keeps working without a lookup on the request
+// path; each reload moves its entry's bound on.
+func TestReloadsWhileNotCurrent(t *testing.T) {
+	c, cs, _, clock, k := cachedKey(t)
+	ctx := context.Background()
+	c.markSynced(clock.Load(), DefaultMaxStale) // the last proof; none after it
+	for i := range 4 {
+		// Past RefreshAhead of the bound, as measured from the last proof
+		// or the last reload, whichever is later.
+		clock.Add(int64(float64(DefaultMaxStale)*RefreshAhead) + int64(100*time.Millisecond))
+		if _, st := c.Verify(ctx, k.Secret); st != Valid {
+			t.Fatalf("round %d: refused within the bound", i)
+		}
+		eventually(t, fmt.Sprintf("round %d: no reload while not current", i), func() bool { return c.Stats().Reloaded >= uint64(i+1) })
+		c.Wait()
+	}
+	// Four bounds' worth of time passed since the last proof: the entry
+	// is still trusted because every reload renewed it, and no request
+	// waited for a lookup.
+	if _, st := c.Cached(k.Secret); st != Valid {
+		t.Fatal("reloaded entry not trusted")
+	}
+	if n := cs.lookups.Load() - int64(c.Stats().Reloads); n != 1 {
+		t.Fatalf("%d lookups on the request path, want only the first", n)
 	}
 }

@@ -28,27 +28,30 @@ func (c *Cache) Verify(ctx context.Context, key string) (*Entry, Status) {
 	return c.miss(ctx, h)
 }
 
-// hit answers from a cached entry and, when the entry is near the end of
-// its lifetime or the key's next use at its pace would come after that
-// end, queues it for the reloader, which reloads due entries together in
-// the background: a key in use is reloaded before it expires instead of
-// costing one of its requests a store lookup, and keys first cached
-// together (at start, or after the whole cache was dropped) cost a few
-// batched queries instead of a burst of lookups.
+// hit answers from a cached entry and, when the entry is due for a
+// reload, queues it for the reloader, which reloads due entries together
+// in the background, so a key in use never waits for one. An entry is due
+//   - while the cache cannot prove it is current: from RefreshAhead of the
+//     trust bound on (see trusted), so keys in use stay trusted for as long
+//     as the store answers lookups, five seconds at a time;
+//   - always: from RefreshAhead of its TTL (the safety net) on, or when the
+//     key's next use, as far apart as its last two, would find it gone.
+//
+// While the cache is current (the change log or its notifications vouch
+// for every change) the first rule never applies and the second only once
+// per TTL (10 minutes by default): entries are reloaded by changes, not by
+// a timer.
 func (c *Cache) hit(e *Entry, now int64) (*Entry, Status) {
 	if !e.usable(now) {
 		return nil, Invalid
 	}
-	if e.refreshAt != 0 && !e.refreshing.Load() {
+	if !e.refreshing.Load() {
 		last := e.lastHit.Load()
-		// Due from RefreshAhead of its lifetime on, or when the key's
-		// next use, as far apart as its last two, would find the entry
-		// gone. The second rule matters for keys used less often than a
-		// quarter of a lifetime (every ~8-30 s at the default TTL), which
-		// would otherwise miss that last quarter and cost one of their
-		// requests a lookup every lifetime; a key used about once a
-		// lifetime is reloaded at each use, in the background.
-		due := now >= e.refreshAt || now+(now-last) >= e.staleAt
+		refreshAt := e.loadedAt + int64(float64(e.staleAt-e.loadedAt)*RefreshAhead)
+		due := now >= refreshAt || now+(now-last) >= e.staleAt
+		if ms := c.maxStale.Load(); ms > 0 && now-max(e.loadedAt, c.syncedAt.Load()) >= int64(float64(ms)*RefreshAhead) {
+			due = true
+		}
 		if now-last >= int64(time.Second) {
 			// At most one write a second: a busy key's entry is read by
 			// every core.
@@ -173,7 +176,6 @@ func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keys
 		if j := ttl / 10; j > 0 {
 			ttl -= rand.N(j)
 		}
-		e.refreshAt = loadedAt + int64(float64(ttl)*RefreshAhead)
 		e.staleAt = loadedAt + int64(ttl)
 		e.lastHit.Store(loadedAt)
 	} else {
