@@ -259,9 +259,11 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if len(r.Trailer) > 0 {
 		filterTrailers(r, h.hide)
 	}
-	// One small array per request for the four header values: a cached,
-	// shared slice would be written in place by a later request_header
-	// replace, leaking one request's edit into the next.
+	// One small array per request for the four header values (64 bytes):
+	// a cached, shared slice would be written in place by a later
+	// request_header replace, leaking one request's edit into the next,
+	// and the entry cannot hold one anyway (it is pointer-free; see
+	// keycache.Entry).
 	vals := &[4]string{e.AccountID, e.KeyID, e.ScopesHeader, e.Plan}
 	r.Header[hdrAccount] = vals[0:1:1]
 	r.Header[hdrKeyID] = vals[1:2:2]
@@ -276,8 +278,10 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 
 // setPlaceholders makes the key's identity the answer to the
 // {http.auth.user.*} placeholders. Usually the entry's provider joins the
-// replacer's list (within the capacity Caddy leaves, so no allocation) and
-// its values are boxed only if something reads them. But static values and
+// replacer's list (within the capacity Caddy leaves; the method value is
+// the request's second allocation, 16 bytes, since a pointer-free entry
+// cannot keep a prebuilt one) and its values are boxed only if something
+// reads them. But static values and
 // earlier providers answer first, so when the route already has an
 // identity (basic_auth before spk_auth, or a second spk_auth), the four
 // values are set statically instead, replacing it as they always did.

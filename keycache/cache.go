@@ -102,7 +102,7 @@ type Cache struct {
 	entries *ristretto.Cache[uint64, *Entry]
 	// recent remembers, longer than entries, the keys that were valid (see
 	// VerifyKnown).
-	recent *ristretto.Cache[uint64, keystore.Hash]
+	recent *recentSet
 	group  singleflight.Group
 	now    func() time.Time
 
@@ -203,17 +203,7 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %v", err)
 	}
-	recent, err := ristretto.NewCache(&ristretto.Config[uint64, keystore.Hash]{
-		NumCounters:        cfg.MaxEntries * 10,
-		MaxCost:            cfg.MaxEntries,
-		BufferItems:        64,
-		IgnoreInternalCost: true,
-	})
-	if err != nil {
-		entries.Close()
-		return nil, fmt.Errorf("creating cache: %v", err)
-	}
-	c := &Cache{store: store, cfg: cfg, entries: entries, recent: recent, now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups), reloadSlotWait: defaultReloadSlotWait,
+	c := &Cache{store: store, cfg: cfg, entries: entries, recent: newRecentSet(cfg.MaxEntries, time.Now().UnixNano()), now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups), reloadSlotWait: defaultReloadSlotWait,
 		refreshQ: make(chan *Entry, 16*keystore.MaxLookupBatch), stop: make(chan struct{}), reloaderDone: make(chan struct{})}
 	c.reloadCtx, c.stopQueries = context.WithCancel(context.Background())
 	go c.reloader()
@@ -248,7 +238,6 @@ func (c *Cache) Close() {
 		c.stopQueries() // a reload in flight must not hold Close up
 		<-c.reloaderDone
 		c.entries.Close()
-		c.recent.Close()
 	})
 }
 

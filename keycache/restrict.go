@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"time"
-
-	"github.com/spkgate/spkgate/keystore"
 )
 
 // ipNet is one allowed prefix in the form the request path compares
@@ -90,17 +88,4 @@ func (e *Entry) IPRestricted() bool { return len(e.ips) > 0 }
 // 0 when the key has none (its account's limit alone applies).
 func (e *Entry) RateLimit() (requests int, window time.Duration) {
 	return int(e.rateRequests), time.Duration(e.rateWindow)
-}
-
-// setRestrictions copies the key's restrictions into e.
-func (e *Entry) setRestrictions(k *keystore.Key) {
-	if len(k.AllowedIPs) > 0 {
-		e.ips = make([]ipNet, len(k.AllowedIPs))
-		for i, p := range k.AllowedIPs {
-			e.ips[i] = newIPNet(p)
-		}
-	}
-	if rl := k.RateLimit; rl != nil && rl.Requests > 0 && rl.Window > 0 {
-		e.rateRequests, e.rateWindow = int64(rl.Requests), int64(rl.Window)
-	}
 }

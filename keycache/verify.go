@@ -77,10 +77,11 @@ func (c *Cache) answer(e *Entry) (*Entry, Status) {
 	return e, Valid
 }
 
-// fresh reports whether no invalidation happened since e was filled and
-// whether e is still trusted at now (unix nanoseconds; see trusted).
+// fresh reports whether e's lifetime has not ended at now (unix
+// nanoseconds), no invalidation happened since e was filled, and e is
+// still trusted (see trusted).
 func (c *Cache) fresh(e *Entry, now int64) bool {
-	if e.epoch < c.dropBefore.Load() || (!e.known && e.epoch < c.negBefore.Load()) || !c.trusted(e, now) {
+	if now >= e.staleAt || e.epoch < c.dropBefore.Load() || (!e.known && e.epoch < c.negBefore.Load()) || !c.trusted(e, now) {
 		return false
 	}
 	if e.epoch >= c.lastInval.Load() {
@@ -162,35 +163,34 @@ func (c *Cache) install(h keystore.Hash, epoch uint64, loadedAt int64, cred keys
 			c.InvalidateAccount(cred.Key.AccountID)
 			epoch = c.epoch.Load()
 		}
-		e = &Entry{hash: h, epoch: epoch, loadedAt: loadedAt}
+		e = newRefusal(h, epoch, loadedAt)
 	default:
 		return nil, err
-	}
-	if !c.fresh(e, c.now().UnixNano()) {
-		return nil, errRetry
 	}
 	ttl := time.Duration(c.ttl.Load())
 	if e.known {
 		// Up to a tenth shorter, so that keys cached together do not
-		// expire together; refreshed from RefreshAhead of that on.
+		// expire together.
 		if j := ttl / 10; j > 0 {
 			ttl -= rand.N(j)
 		}
-		e.staleAt = loadedAt + int64(ttl)
 		e.lastHit.Store(loadedAt)
 	} else {
 		ttl = time.Duration(c.negTTL.Load())
 	}
-	c.entries.SetWithTTL(slot(&h), e, 1, ttl)
+	// The lifetime is checked on every use (see fresh), so ristretto
+	// keeps no expiry of its own: that saved its expiration buckets and
+	// their cleanup, and an expired entry waits to be replaced or evicted.
+	e.staleAt = loadedAt + int64(ttl)
+	if !c.fresh(e, c.now().UnixNano()) {
+		return nil, errRetry
+	}
+	c.entries.Set(slot(&h), e, 1)
 	if e.known {
-		c.recent.SetWithTTL(slot(&h), h, 1, RecentTTL)
+		c.recent.add(&h, loadedAt)
 	}
 	return e, nil
 }
-
-// RecentTTL is how long a key that was once verified may still cost a
-// store lookup from a client address past its failure limit.
-const RecentTTL = 10 * time.Minute
 
 // VerifyKnown is Verify for clients that have failed too often: a key
 // cached as valid answers from the cache; a key verified as valid within
@@ -208,7 +208,7 @@ func (c *Cache) VerifyKnown(ctx context.Context, key string) (*Entry, Status) {
 	if e, ok := c.entries.Get(slot(&h)); ok && e.hash == h && c.fresh(e, now) {
 		return c.hit(e, now)
 	}
-	if prev, ok := c.recent.Get(slot(&h)); ok && prev == h {
+	if c.recent.has(&h, now) {
 		return c.miss(ctx, h)
 	}
 	return nil, Invalid

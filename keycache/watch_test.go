@@ -367,7 +367,8 @@ func TestRevokedLookupInvalidatesTheAccount(t *testing.T) {
 	c.entries.Del(slot(&h))
 	c.Wait()
 	stale := newEntry(h, before, &cred)
-	c.entries.SetWithTTL(slot(&h), stale, 1, time.Minute)
+	stale.staleAt = c.now().Add(time.Minute).UnixNano()
+	c.entries.Set(slot(&h), stale, 1)
 	c.Wait()
 	if e, ok := c.entries.Get(slot(&h)); !ok || e != stale {
 		t.Fatal("the late entry was not admitted; the test proves nothing")
@@ -386,7 +387,7 @@ func TestCacheHoldsMaxEntries(t *testing.T) {
 		var h keystore.Hash
 		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
 		e := &Entry{hash: h, epoch: c.epoch.Load(), known: true}
-		for !c.entries.SetWithTTL(slot(&h), e, 1, time.Minute) {
+		for !c.entries.Set(slot(&h), e, 1) {
 			c.Wait() // the set buffer was full: offer it again
 		}
 	}
