@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -152,28 +151,7 @@ func (h *Auth) Cleanup() error {
 }
 
 func (h *Auth) rules() ([]scope.Rule, error) {
-	var rules []scope.Rule
-	switch h.Policy {
-	case "":
-		if h.BasePath != "" {
-			return nil, fmt.Errorf("base_path %q given without a policy", h.BasePath)
-		}
-	case "statuspage":
-		base := h.BasePath
-		if base == "" {
-			base = "/v1"
-		}
-		if !strings.HasPrefix(base, "/") || strings.Contains(base, "*") {
-			return nil, fmt.Errorf("policy base path %q must be a path starting with /", base)
-		}
-		rules = scope.StatusPage(base)
-		if _, err := scope.Compile(rules); err != nil {
-			return nil, fmt.Errorf("policy base path %q must be a plain path: no empty or dot segments, %%, \\, ? or #", base)
-		}
-	default:
-		return nil, fmt.Errorf("unknown policy %q (known: statuspage)", h.Policy)
-	}
-	return append(rules, h.Rules...), nil
+	return policyRules(h.Policy, h.BasePath, h.Rules)
 }
 
 // Validate checks the configuration without side effects.

@@ -361,7 +361,12 @@ func parseConsole(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		plan <placeholder-or-literal>
 //		base_url <url>
 //		upgrade_url <url>
+//		policy statuspage [<base_path>]
+//		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern>
 //	}
+//
+// policy and scope take the same arguments as spk_auth's, so one snippet
+// imported into both blocks gives the explorer the gateway's own policy.
 func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -371,6 +376,39 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		sub := d.Val()
 		var dst *string
 		switch sub {
+		case "policy":
+			if c.Policy != "" {
+				return d.Err("policy given twice")
+			}
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			if args[0] != "statuspage" {
+				return d.Errf("unknown policy %q (known: statuspage)", args[0])
+			}
+			c.Policy = args[0]
+			if len(args) == 2 {
+				c.PolicyBasePath = args[1]
+				if _, err := policyRules(c.Policy, c.PolicyBasePath, nil); err != nil {
+					return d.Errf("%v", err)
+				}
+			}
+			continue
+		case "scope":
+			args := d.RemainingArgs()
+			if len(args) != 3 {
+				return d.Errf("scope needs three arguments: <scope|*> <METHOD[,METHOD...]|*> <path_pattern>, got %d", len(args))
+			}
+			r := scope.Rule{Scope: args[0], Path: args[2]}
+			if args[1] != "*" {
+				r.Methods = strings.Split(args[1], ",")
+			}
+			if _, err := scope.Compile([]scope.Rule{r}); err != nil {
+				return d.Errf("scope: %v", strings.TrimPrefix(err.Error(), "rule 1 "))
+			}
+			c.Rules = append(c.Rules, r)
+			continue
 		case "base_path":
 			dst = &c.BasePath
 		case "account":

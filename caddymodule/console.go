@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spkgate/spkgate/console"
+	"github.com/spkgate/spkgate/scope"
 )
 
 func init() {
@@ -56,6 +57,23 @@ type Console struct {
 	// points. Default: the spk app's upgrade_url (/billing/upgrade).
 	UpgradeURL string `json:"upgrade_url,omitempty"`
 
+	// Policy names the built-in route policy of the gateway whose API the
+	// console's explorer shows, as spk_auth's policy does ("statuspage").
+	// Give the console the same policy, policy_base_path and rules as the
+	// gateway's spk_auth (a Caddyfile snippet imported into both blocks
+	// does that); the explorer is then built from the very rules the
+	// gateway enforces. Default: when neither policy nor rules are set,
+	// the statuspage policy at the path of base_url (/v1 if unset).
+	Policy string `json:"policy,omitempty"`
+
+	// PolicyBasePath is the base path of the built-in policy, as spk_auth's
+	// base_path. Default: /v1.
+	PolicyBasePath string `json:"policy_base_path,omitempty"`
+
+	// Rules are the gateway's further rules, as spk_auth's rules (with an
+	// optional description each, which the explorer shows). Default: none.
+	Rules []scope.Rule `json:"rules,omitempty"`
+
 	handler *console.Handler
 	account string
 	logger  *zap.Logger
@@ -94,7 +112,18 @@ func (c *Console) Provision(ctx caddy.Context) error {
 	if upgradeURL == "" {
 		upgradeURL = app.UpgradeURL
 	}
+	var policy *scope.Policy
+	if c.Policy != "" || len(c.Rules) > 0 {
+		rules, err := policyRules(c.Policy, c.PolicyBasePath, c.Rules)
+		if err != nil {
+			return err
+		}
+		if policy, err = scope.Compile(rules); err != nil {
+			return fmt.Errorf("compiling scope rules: %w", err)
+		}
+	}
 	c.handler, err = console.New(console.Config{
+		Policy:           policy,
 		BasePath:         c.BasePath,
 		BaseURL:          repl.ReplaceKnown(c.BaseURL, ""),
 		UpgradeURL:       upgradeURL,
@@ -110,8 +139,18 @@ func (c *Console) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the paths and URLs that need no placeholder expansion.
+// Validate checks the paths and URLs that need no placeholder expansion,
+// and the policy.
 func (c *Console) Validate() error {
+	if c.Policy != "" || c.PolicyBasePath != "" || len(c.Rules) > 0 {
+		rules, err := policyRules(c.Policy, c.PolicyBasePath, c.Rules)
+		if err != nil {
+			return err
+		}
+		if _, err := scope.Compile(rules); err != nil {
+			return err
+		}
+	}
 	if c.BasePath != "" {
 		if err := console.CheckBasePath(c.BasePath); err != nil {
 			return err

@@ -42,6 +42,8 @@ type UpgradeResponse struct {
 //	DELETE keys/{id}  → 204; 404 for another account's or an unknown id
 //	GET    scopes     → 200 {"scopes":[{"name","description"}...]}
 //	GET    info       → 200 {"base_url","plan","api_access"}
+//	GET    routes     → 200 {"routes":[{"methods","path","scope","description"}...]}
+//	                    (?scopes=a,b: only the routes those scopes open)
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, rel string, rq *request) {
 	get := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch {
@@ -93,6 +95,24 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, rel string, r
 			return
 		}
 		keys.WriteJSON(w, http.StatusOK, ScopesResponse{Scopes: scope.All})
+	case rel == "/routes":
+		if !get {
+			h.methodNotAllowed(w, r, true, "GET, HEAD")
+			return
+		}
+		routes := h.routes()
+		if set, known := filterSet(r.URL.Query()["scopes"]); len(known) > 0 {
+			routes = nil
+			for _, rt := range h.routes() {
+				if set.Allows(rt.Req()) {
+					routes = append(routes, rt)
+				}
+			}
+		}
+		if routes == nil {
+			routes = []scope.Route{}
+		}
+		keys.WriteJSON(w, http.StatusOK, RoutesResponse{Routes: routes})
 	case rel == "/info":
 		if !get {
 			h.methodNotAllowed(w, r, true, "GET, HEAD")

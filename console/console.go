@@ -29,6 +29,7 @@ import (
 
 	"github.com/spkgate/spkgate/keys"
 	"github.com/spkgate/spkgate/keystore"
+	"github.com/spkgate/spkgate/scope"
 )
 
 // DefaultBasePath is where the console lives unless configured otherwise.
@@ -95,6 +96,10 @@ type Config struct {
 	OnError func(op string, err error)
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Policy is the route policy that the gateway (spk_auth) enforces, for
+	// the API explorer. Default: the built-in statuspage policy at the path
+	// of BaseURL (/v1 when BaseURL is not set).
+	Policy *scope.Policy
 }
 
 // Handler serves the console. Create it with New.
@@ -106,6 +111,9 @@ type Handler struct {
 	pages  *pageSet
 	plans  planMemo
 	forms  formMemo
+	csp    string
+	// routeList is the policy's routes, for the explorer.
+	routeList []scope.Route
 }
 
 // CheckBasePath reports whether p can be the console's base path: an
@@ -172,6 +180,21 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, pages: pages}
+	policy := cfg.Policy
+	if policy == nil {
+		if policy, err = scope.Compile(scope.StatusPage(h.apiBasePath())); err != nil {
+			return nil, fmt.Errorf("base URL: its path cannot be the base of the statuspage policy: %v", err)
+		}
+	}
+	h.routeList = policy.Routes()
+	// The try-it panel sends requests from the browser to the API, which
+	// may be on another origin.
+	connect := "'self'"
+	if u, err := url.Parse(cfg.BaseURL); err == nil && u.Host != "" {
+		connect += " " + u.Scheme + "://" + u.Host
+	}
+	h.csp = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; " +
+		"connect-src " + connect + "; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 	h.base = strings.TrimSuffix(cfg.BasePath, "/")
 	h.home = h.base
 	if h.home == "" {
@@ -205,8 +228,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("X-Frame-Options", "DENY")
 	hd.Set("Referrer-Policy", "same-origin")
-	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "+
-		"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	hd.Set("Content-Security-Policy", h.csp)
 	h.served.ServeHTTP(w, r)
 }
 

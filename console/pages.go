@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +34,7 @@ var assetFS embed.FS
 
 // pageNames are the templates under templates/, each rendered inside
 // layout.html.
-var pageNames = []string{"keys", "new", "created", "revoke", "upgrade", "error"}
+var pageNames = []string{"keys", "new", "created", "revoke", "upgrade", "error", "explore"}
 
 // pageSet is the parsed templates and the embedded assets.
 type pageSet struct {
@@ -92,6 +93,15 @@ type layout struct {
 	SignedIn   bool
 	Page       any
 	StatusCode int
+	// Tabs, when set, are the console's sections, Tab the current one.
+	Tabs []tab
+}
+
+// tab is one of the console's sections in the navigation.
+type tab struct {
+	Label   string
+	URL     string
+	Current bool
 }
 
 // render executes the page template name with page inside the layout and
@@ -108,6 +118,9 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, rq *request, st
 	}
 	if rq != nil {
 		v.SignedIn, v.Account, v.PlanName = true, rq.account, planName(rq.plan)
+		if rq.access && name != "created" {
+			v.Tabs = h.tabs(name)
+		}
 	}
 	if ep, ok := page.(errorPage); ok {
 		v.Title = ep.Heading
@@ -128,12 +141,21 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, rq *request, st
 	}
 }
 
+// tabs are the console's sections; the page name picks the current one.
+func (h *Handler) tabs(page string) []tab {
+	return []tab{
+		{Label: "API keys", URL: h.home, Current: page == "keys" || page == "new" || page == "revoke"},
+		{Label: "Explore the API", URL: h.base + "/explore", Current: page == "explore"},
+	}
+}
+
 var titles = map[string]string{
 	"keys":    "API Console",
 	"new":     "Create API key",
 	"created": "Your new API key",
 	"revoke":  "Revoke API key",
 	"upgrade": "Upgrade to use the API",
+	"explore": "Explore the API",
 }
 
 // planName is a plan as a page shows it: "pro" → "Pro".
@@ -186,10 +208,19 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request, rel string, 
 			return
 		}
 		if get {
-			h.render(w, r, rq, http.StatusOK, "new", h.newForm())
+			h.render(w, r, rq, http.StatusOK, "new", h.newFormFor(r.URL.Query()))
 			return
 		}
 		h.createFromForm(w, r, rq)
+	case rel == "/explore":
+		if !get {
+			h.methodNotAllowed(w, r, false, "GET, HEAD")
+			return
+		}
+		if h.upgradeFirst(w, r, rq) {
+			return
+		}
+		h.explorePage(w, r, rq)
 	case strings.HasPrefix(rel, "/keys/") && strings.HasSuffix(rel, "/revoke"):
 		id := strings.TrimSuffix(strings.TrimPrefix(rel, "/keys/"), "/revoke")
 		if id == "" || strings.Contains(id, "/") {
@@ -310,6 +341,12 @@ type newPage struct {
 	MaxNameLen int
 	Errors     map[string]string
 	FirstError string // the field to focus
+	// Routes are the API's routes, marked with what the checked scopes
+	// open (all of them when none is checked: full access).
+	Routes     []routeView
+	OpenCount  int
+	AnyChecked bool
+	Presets    []presetView
 }
 
 type scopeOption struct {
@@ -330,7 +367,47 @@ func (h *Handler) newForm() newPage {
 	for _, s := range scope.All {
 		p.Scopes = append(p.Scopes, scopeOption{Info: s, ID: "scope-" + strings.ReplaceAll(s.Name, ":", "-")})
 	}
+	p.Presets = h.presetViews("new")
+	p.markRoutes(h)
 	return p
+}
+
+// newFormFor is the empty create form with the boxes of a preset
+// (?preset=read-only) or of a list (?scopes=a&scopes=b, from the
+// explorer's filter) checked.
+func (h *Handler) newFormFor(q url.Values) newPage {
+	p := h.newForm()
+	picked := q["scopes"]
+	if pr, ok := findPreset(q.Get("preset")); ok {
+		picked = pr.Scopes
+	}
+	if _, known := filterSet(picked); len(known) > 0 {
+		for i := range p.Scopes {
+			p.Scopes[i].Checked = slices.Contains(known, p.Scopes[i].Name)
+		}
+		p.markRoutes(h)
+	}
+	return p
+}
+
+// markRoutes marks the routes that the checked scopes open.
+func (p *newPage) markRoutes(h *Handler) {
+	var names []string
+	for _, s := range p.Scopes {
+		if s.Checked {
+			names = append(names, s.Name)
+		}
+	}
+	set, known := filterSet(names)
+	p.AnyChecked = len(known) > 0
+	p.Routes, p.OpenCount = nil, 0
+	for i, r := range h.routes() {
+		v := routeView{Index: i, Methods: r.Methods, Path: r.Path, Scope: r.Scope, FullOnly: r.Scope == scope.FullAccess, Description: r.Description, Open: set.Allows(r.Req())}
+		if v.Open {
+			p.OpenCount++
+		}
+		p.Routes = append(p.Routes, v)
+	}
 }
 
 // newFormID identifies one rendering of the create form.
@@ -397,6 +474,7 @@ func (h *Handler) createFromForm(w http.ResponseWriter, r *http.Request, rq *req
 			}
 		}
 	}
+	form.markRoutes(h)
 
 	req := keys.CreateRequest{Name: form.Name, Scopes: picked}
 	form.Errors = map[string]string{}

@@ -19,6 +19,10 @@ type Rule struct {
 	// bare trailing slash ("/v1/monitors/*" matches "/v1/monitors/" and
 	// "/v1/monitors/7/checks" but not "/v1/monitors").
 	Path string `json:"path"`
+	// Description says in one line what the matched requests do, for the
+	// console's API explorer (e.g. "List monitors"). It does not change
+	// what the rule enforces. Default: none.
+	Description string `json:"description,omitempty"`
 }
 
 // StatusPage returns the built-in rules for the status-page API under base
@@ -33,10 +37,11 @@ func StatusPage(base string) []Rule {
 		if !Known(write) {
 			write = FullAccess
 		}
-		for _, p := range []string{base + "/" + r, base + "/" + r + "/*"} {
+		for i, p := range []string{base + "/" + r, base + "/" + r + "/*"} {
+			read, change := describe(r, i == 1)
 			rules = append(rules,
-				Rule{Scope: r + ":read", Methods: []string{"GET", "HEAD"}, Path: p},
-				Rule{Scope: write, Methods: []string{"POST", "PUT", "PATCH", "DELETE"}, Path: p},
+				Rule{Scope: r + ":read", Methods: []string{"GET", "HEAD"}, Path: p, Description: read},
+				Rule{Scope: write, Methods: []string{"POST", "PUT", "PATCH", "DELETE"}, Path: p, Description: change},
 			)
 		}
 	}
@@ -90,11 +95,12 @@ type compiled struct {
 // and safe for concurrent use.
 type Policy struct {
 	rules []compiled
+	src   []Rule // the rules as given, for Routes
 }
 
 // Compile checks and compiles rules. Errors name the rule and the problem.
 func Compile(rules []Rule) (*Policy, error) {
-	p := &Policy{rules: make([]compiled, 0, len(rules))}
+	p := &Policy{rules: make([]compiled, 0, len(rules)), src: append([]Rule(nil), rules...)}
 	for i, r := range rules {
 		c, err := compile(r)
 		if err != nil {
