@@ -71,6 +71,15 @@ type Auth struct {
 	// FailureWindow is the period of FailureLimit. At most 24h. Default: 1m.
 	FailureWindow caddy.Duration `json:"failure_window,omitempty"`
 
+	// CORS lists the origins (scheme://host[:port]) whose pages may call
+	// the API from a browser, such as the API Console's try-it panel: their
+	// preflight requests are answered without a key, and every answer to
+	// them, refusals included, carries CORS headers that expose RateLimit,
+	// RateLimit-Policy, Retry-After and WWW-Authenticate. Other origins get
+	// no CORS headers. Default: none.
+	CORS []string `json:"cors,omitempty"`
+
+	cors     *corsPolicy
 	app      *App
 	cache    *keycache.Cache
 	policy   *scope.Policy
@@ -111,6 +120,9 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 	}
 	if h.policy.Len() == 0 {
 		h.logger.Warn("spk_auth has no policy and no scope rules: only full-access keys can pass")
+	}
+	if h.cors, err = newCORS(h.CORS); err != nil {
+		return err
 	}
 	h.hide = h.HideCredentials == nil || *h.HideCredentials
 	appIface, err := ctx.App("spk")
@@ -162,6 +174,9 @@ func (h *Auth) Validate() error {
 	if err := checkDuration("failure_window", h.FailureWindow, MaxFailureWindow); err != nil {
 		return err
 	}
+	if _, err := newCORS(h.CORS); err != nil {
+		return err
+	}
 	rules, err := h.rules()
 	if err != nil {
 		return err
@@ -174,6 +189,12 @@ func (h *Auth) Validate() error {
 func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	timer := checkTimer{start: time.Now()}
 	defer timer.stop()
+	if h.cors != nil {
+		var preflight bool
+		if w, preflight = h.cors.handle(w, r); preflight {
+			return nil
+		}
+	}
 	key, cred := credential(r.Header)
 	if h.hide || cred != credOK {
 		// Off the request before anything else can see it again.

@@ -260,6 +260,7 @@ func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern>
 //		hide_credentials on|off
 //		failure_limit <count> [<window>] | off
+//		cors <origin...>
 //	}
 func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -301,6 +302,17 @@ func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("scope: %v", strings.TrimPrefix(err.Error(), "rule 1 "))
 			}
 			h.Rules = append(h.Rules, r)
+		case "cors":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return d.Errf("cors needs at least one origin, e.g. https://app.example.com")
+			}
+			for _, o := range origins {
+				if err := checkOrigin(o); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+			h.CORS = append(h.CORS, origins...)
 		case "hide_credentials":
 			if !d.NextArg() {
 				return d.ArgErr()
