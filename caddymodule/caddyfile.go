@@ -257,7 +257,7 @@ func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //
 //	spk_auth [<matcher>] {
 //		policy statuspage [<base_path>]
-//		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern>
+//		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern> [<description>]
 //		hide_credentials on|off
 //		failure_limit <count> [<window>] | off
 //		cors <origin...>
@@ -290,16 +290,9 @@ func (h *Auth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "scope":
-			args := d.RemainingArgs()
-			if len(args) != 3 {
-				return d.Errf("scope needs three arguments: <scope|*> <METHOD[,METHOD...]|*> <path_pattern>, got %d", len(args))
-			}
-			r := scope.Rule{Scope: args[0], Path: args[2]}
-			if args[1] != "*" {
-				r.Methods = strings.Split(args[1], ",")
-			}
-			if _, err := scope.Compile([]scope.Rule{r}); err != nil {
-				return d.Errf("scope: %v", strings.TrimPrefix(err.Error(), "rule 1 "))
+			r, err := parseScopeRule(d)
+			if err != nil {
+				return err
 			}
 			h.Rules = append(h.Rules, r)
 		case "cors":
@@ -374,7 +367,7 @@ func parseConsole(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		base_url <url>
 //		upgrade_url <url>
 //		policy statuspage [<base_path>]
-//		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern>
+//		scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern> [<description>]
 //	}
 //
 // policy and scope take the same arguments as spk_auth's, so one snippet
@@ -408,16 +401,9 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			continue
 		case "scope":
-			args := d.RemainingArgs()
-			if len(args) != 3 {
-				return d.Errf("scope needs three arguments: <scope|*> <METHOD[,METHOD...]|*> <path_pattern>, got %d", len(args))
-			}
-			r := scope.Rule{Scope: args[0], Path: args[2]}
-			if args[1] != "*" {
-				r.Methods = strings.Split(args[1], ",")
-			}
-			if _, err := scope.Compile([]scope.Rule{r}); err != nil {
-				return d.Errf("scope: %v", strings.TrimPrefix(err.Error(), "rule 1 "))
+			r, err := parseScopeRule(d)
+			if err != nil {
+				return err
 			}
 			c.Rules = append(c.Rules, r)
 			continue
@@ -459,6 +445,31 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		*dst = v
 	}
 	return nil
+}
+
+// parseScopeRule reads the arguments of a scope line, the same for
+// spk_auth and spk_console:
+//
+//	scope <scope|*> <METHOD[,METHOD...]|*> <path_pattern> [<description>]
+//
+// The description (quote it) is what the console's API explorer says the
+// route does.
+func parseScopeRule(d *caddyfile.Dispenser) (scope.Rule, error) {
+	args := d.RemainingArgs()
+	if len(args) != 3 && len(args) != 4 {
+		return scope.Rule{}, d.Errf("scope needs three arguments and an optional description: <scope|*> <METHOD[,METHOD...]|*> <path_pattern> [<description>], got %d", len(args))
+	}
+	r := scope.Rule{Scope: args[0], Path: args[2]}
+	if args[1] != "*" {
+		r.Methods = strings.Split(args[1], ",")
+	}
+	if len(args) == 4 {
+		r.Description = args[3]
+	}
+	if _, err := scope.Compile([]scope.Rule{r}); err != nil {
+		return scope.Rule{}, d.Errf("scope: %v", strings.TrimPrefix(err.Error(), "rule 1 "))
+	}
+	return r, nil
 }
 
 // Interface guards

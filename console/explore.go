@@ -189,18 +189,19 @@ func idSafe(s string) string {
 
 // explorePage is the API explorer.
 type explorePage struct {
-	BaseURL   string
-	Action    string
-	Scopes    []scopeOption
-	Filtered  bool
-	Picked    []string
-	Groups    []routeGroup
-	Open      int
-	Total     int
-	Presets   []presetView
-	Try       tryPanel
-	ClearURL  string
-	NewKeyURL string
+	BaseURL    string
+	Action     string
+	Scopes     []scopeOption
+	Filtered   bool
+	Picked     []string
+	Groups     []routeGroup
+	Open       int
+	Total      int
+	Presets    []presetView
+	Try        tryPanel
+	ClearURL   string
+	NewKeyURL  string
+	NewKeyBase string
 }
 
 func (h *Handler) explorePage(w http.ResponseWriter, r *http.Request, rq *request) {
@@ -219,6 +220,7 @@ func (h *Handler) explorePage(w http.ResponseWriter, r *http.Request, rq *reques
 		ClearURL:  h.base + "/explore#filter",
 		NewKeyURL: h.base + "/new",
 	}
+	p.NewKeyBase = p.NewKeyURL
 	for _, s := range scope.All {
 		p.Scopes = append(p.Scopes, scopeOption{Info: s, ID: "filter-" + strings.ReplaceAll(s.Name, ":", "-"), Checked: slices.Contains(picked, s.Name)})
 	}

@@ -106,5 +106,9 @@ func describe(resource string, item bool) (read, change string) {
 	if item {
 		return "Read one " + n[1] + " and anything below it", "Update or delete one " + n[1] + " and anything below it"
 	}
-	return "List " + n[0], "Create a " + n[1]
+	article := "a "
+	if strings.ContainsRune("aeiou", rune(n[1][0])) {
+		article = "an "
+	}
+	return "List " + n[0], "Create " + article + n[1]
 }

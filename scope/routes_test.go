@@ -53,6 +53,9 @@ func TestRoutesListTheRulesThatDecide(t *testing.T) {
 	if got := find("/v1/incidents", "GET")[0].Description; got != "List incidents" {
 		t.Errorf("description %q", got)
 	}
+	if got := find("/v1/incidents", "POST")[0].Description; got != "Create an incident" {
+		t.Errorf("description %q", got)
+	}
 }
 
 func TestRoutesOfCatchAll(t *testing.T) {

@@ -42,8 +42,15 @@ for (const picker of document.querySelectorAll("[data-scope-picker]")) {
 			if (!el.hidden) open++;
 		}
 		for (const group of target.querySelectorAll("[data-route-group]")) {
-			const none = group.querySelector("[data-none-open]");
-			if (none) none.hidden = group.querySelector("[data-route-scope]:not([hidden])") !== null;
+			const any = group.querySelector("[data-route-scope]:not([hidden])") !== null;
+			group.querySelector("[data-none-open]").hidden = any;
+			group.querySelector("table").hidden = !any;
+		}
+		const newKey = picker.querySelector("[data-new-key]");
+		if (newKey) {
+			const q = new URLSearchParams();
+			for (const s of checked) q.append("scopes", s);
+			newKey.href = `${newKey.dataset.newKey}${checked.size ? "?" + q : ""}#scopes`;
 		}
 		if (count) {
 			const total = count.dataset.total;
