@@ -49,7 +49,7 @@ once, by create, and cannot be shown again.`,
 // flags, and the cmdSpkX function that runs it.
 func spkSubcommands() []*cobra.Command {
 	create := &cobra.Command{
-		Use:   "create --account <id> --name <name> [--scope <scope>]... [--expires <RFC 3339 time> | --expires-in <duration>]",
+		Use:   "create --account <id> --name <name> [--scope <scope>]... [--expires <RFC 3339 time> | --expires-in <duration>] [--rate <requests>/<window>]",
 		Short: "Creates a key and prints it once",
 		Args:  cobra.NoArgs,
 		RunE:  runSpk(cmdSpkCreate),
@@ -59,6 +59,7 @@ func spkSubcommands() []*cobra.Command {
 	create.Flags().StringSlice("scope", nil, "Scope to grant; repeat or separate with commas; none means full access")
 	create.Flags().String("expires", "", "Expiry time, RFC 3339 (e.g. 2027-01-01T00:00:00Z)")
 	create.Flags().Duration("expires-in", 0, "Expiry as a duration from now (e.g. 720h)")
+	create.Flags().String("rate", "", "The key's own rate limit, below its account's: requests/window, e.g. 10/1s")
 
 	list := &cobra.Command{
 		Use:   "list --account <id>",
@@ -116,6 +117,13 @@ func cmdSpkCreate(fl caddycmd.Flags) (int, error) {
 	case expiresIn != 0:
 		t := time.Now().Add(expiresIn)
 		req.ExpiresAt = &t
+	}
+	if rate := fl.String("rate"); rate != "" {
+		spec, err := rateFlag(rate)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		req.RateLimit = spec
 	}
 	return withCLIManager(fl, func(ctx context.Context, m *keys.Manager) (any, error) {
 		return m.Create(ctx, cliActor(), fl.String("account"), req)

@@ -113,6 +113,16 @@ func printUsage(out io.Writer, rows []keystore.UsageCount, rng limits.UsageRange
 	return nil
 }
 
+// rateFlag reads --rate (10/1s, 100/m) as a key's own rate limit; the
+// keys service checks its range.
+func rateFlag(v string) (*keys.RateLimitSpec, error) {
+	r, err := limits.ParseRate(v)
+	if err != nil {
+		return nil, fmt.Errorf("--rate: %v", err)
+	}
+	return &keys.RateLimitSpec{Requests: int(r.Requests), Window: r.Window.String()}, nil
+}
+
 // limitsFromConfig reads the spk app's limits from the config.
 func limitsFromConfig(configFile, adapter string) (limits.Plans, error) {
 	cfgJSON, _, _, err := caddycmd.LoadConfig(configFile, adapter)

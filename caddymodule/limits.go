@@ -281,8 +281,7 @@ func (h *Auth) refuseLimited(w http.ResponseWriter, r *http.Request, lr limits.R
 	setLimitHeaders(w, lr)
 	resp := response{status: http.StatusTooManyRequests, reason: reason, body: []byte(body),
 		length: []string{strconv.Itoa(len(body))}, extra: [][2]string{{"Retry-After", strconv.FormatInt(secs, 10)}}}
-	recordLimited(r)
-	return h.refuse(w, r, &resp)
+	return h.refuse(w, r, &resp) // counted as "limited" in spk_auth_results_total
 }
 
 // finishLimits counts the request's outcome and sets its RateLimit
@@ -302,7 +301,3 @@ func setLimitHeaders(w http.ResponseWriter, lr limits.Request) {
 	hd[limits.HeaderPolicy] = []string{lr.Policy()}
 	hd[limits.HeaderRateLimit] = []string{string(lr.AppendRateLimit(buf[:0]))}
 }
-
-// recordLimited counts a 429 for a limit in the auth results metric, once
-// the glue's metric exists.
-func recordLimited(*http.Request) {}

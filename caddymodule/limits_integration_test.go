@@ -1,7 +1,6 @@
 package caddymodule_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,8 +16,6 @@ import (
 	"github.com/spkgate/spkgate/caddymodule"
 	"github.com/spkgate/spkgate/internal/pgtest"
 	"github.com/spkgate/spkgate/keys"
-	"github.com/spkgate/spkgate/keystore"
-	"github.com/spkgate/spkgate/keystore/sqlitestore"
 )
 
 // testClock is a settable clock for the limiters of one test.
@@ -123,11 +120,15 @@ func TestLimitsPlanRateSharedByKeys(t *testing.T) {
 
 func TestLimitsKeyRate(t *testing.T) {
 	useTestClock(t, time.Date(2026, 12, 4, 10, 30, 0, 0, time.UTC))
-	path := filepath.Join(t.TempDir(), "spk.db")
-	g := startGateway(t, limitsOption("storage sqlite "+path, "limits pro {\n\t\t\trate 100 1s\n\t\t}"), "policy statuspage")
+	storage := "storage sqlite " + filepath.Join(t.TempDir(), "spk.db")
+	g := startGateway(t, limitsOption(storage, "limits pro {\n\t\t\trate 100 1s\n\t\t}"), "policy statuspage")
 	g.setPlan("acct_kr", "pro")
-	slow, fast := g.createKey("acct_kr"), g.createKey("acct_kr")
-	setKeyRate(t, path, slow.ID, keystore.RateLimit{Requests: 2, Window: time.Minute})
+	var slow keys.Created
+	if st := g.adminJSON("POST", "/spk/accounts/acct_kr/keys", keys.CreateRequest{Name: "slow", Scopes: []string{},
+		RateLimit: &keys.RateLimitSpec{Requests: 2, Window: "1m"}}, &slow); st != http.StatusCreated {
+		t.Fatalf("create with rate_limit: %d", st)
+	}
+	fast := g.createKey("acct_kr")
 	for i := range 2 {
 		r := g.do("GET", "/v1/monitors", bearer(slow)...)
 		wantStatus(t, fmt.Sprintf("slow key %d", i), r, http.StatusOK)
@@ -140,20 +141,17 @@ func TestLimitsKeyRate(t *testing.T) {
 		t.Fatalf("key limit body %+v", r)
 	}
 	wantStatus(t, "the account's other key", g.do("GET", "/v1/monitors", bearer(fast)...), http.StatusOK)
-}
-
-// setKeyRate gives a key its own rate directly in the store, as an edit
-// would, before the gateway first sees the key.
-func setKeyRate(t *testing.T, path, keyID string, rl keystore.RateLimit) {
-	t.Helper()
-	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
+	// A rate above what a key may have is refused with the field, and no
+	// key is created.
+	var e keys.ErrorResponse
+	if st := g.adminJSON("POST", "/spk/accounts/acct_kr/keys", keys.CreateRequest{Name: "too fast", Scopes: []string{},
+		RateLimit: &keys.RateLimitSpec{Requests: 1_000_000, Window: "1s"}}, &e); st != http.StatusBadRequest ||
+		len(e.Fields) != 1 || e.Fields[0].Field != "rate_limit" {
+		t.Fatalf("too fast a key: %d %+v", st, e)
 	}
-	defer st.Close()
-	if _, err := st.UpdateKey(ctx, "", keyID, func(k *keystore.Key) error { k.RateLimit = &rl; return nil }); err != nil {
-		t.Fatal(err)
+	var list keys.ListResponse
+	if g.adminJSON("GET", "/spk/accounts/acct_kr/keys", nil, &list); len(list.Keys) != 2 {
+		t.Fatalf("%d keys after a refused create, want 2", len(list.Keys))
 	}
 }
 

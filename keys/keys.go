@@ -67,6 +67,11 @@ type CreateRequest struct {
 	Scopes []string `json:"scopes"`
 	// ExpiresAt is when the key stops working; nil means never.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// RateLimit is the key's own rate, below its account's; nil means
+	// the account's limit alone applies (see ParseRateLimit).
+	RateLimit *RateLimitSpec `json:"rate_limit,omitempty"`
+
+	rateLimit *keystore.RateLimit // RateLimit, checked by Validate
 }
 
 // Created is a new key: the only time its secret is available.
@@ -111,6 +116,14 @@ func (m *Manager) Validate(req *CreateRequest) error {
 			return &FieldError{Field: "expires_at", Message: "expiry must be in the future"}
 		}
 		req.ExpiresAt = &t
+	}
+	req.rateLimit = nil
+	if req.RateLimit != nil {
+		rl, err := ParseRateLimit(*req.RateLimit)
+		if err != nil {
+			return err
+		}
+		req.rateLimit = &rl
 	}
 	return nil
 }
@@ -158,6 +171,7 @@ func (m *Manager) Create(ctx context.Context, actor Actor, accountID string, req
 			Scopes:    req.Scopes,
 			CreatedAt: m.now().UTC().Truncate(time.Microsecond),
 			ExpiresAt: req.ExpiresAt,
+			RateLimit: req.rateLimit,
 		})
 		if errors.Is(err, keystore.ErrConflict) && attempt < 2 {
 			continue // a random id collided: draw again
