@@ -86,7 +86,7 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 	}
 	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
 	report(all, attack)
-	fmt.Printf("store lookups that found a key during the spk_auth runs (warm-ups included): %.0f; reloads ahead of expiry: %.0f queries for %.0f keys\n",
+	fmt.Printf("store lookups that found a key during the spk_auth runs (warm-ups included): %.0f; background reloads: %.0f queries for %.0f keys\n",
 		spk.metric(`spk_store_lookups_total{result="found"}`)-foundBefore,
 		spk.metric("spk_store_reloads_total")-reloadsBefore, spk.metric("spk_keys_reloaded_total")-reloadedBefore)
 	for _, s := range all {
