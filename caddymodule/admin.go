@@ -21,6 +21,8 @@ func init() {
 //	PUT    /spk/accounts/{account}/plan   {"plan":"pro"} → 204
 //	GET    /spk/accounts/{account}/plan   → {"plan":"pro"}
 //	GET    /spk/keys/{id}/usage, GET /spk/accounts/{account}/usage (see UsageResponse)
+//	PATCH  /spk/keys/{id}                 edit; POST /spk/keys/{id}/roll; GET /spk/accounts/{account}/events
+//	                                      (see addLifecycleRoutes)
 //
 // Bodies must be sent as application/json (a browser cannot send that
 // cross-site without a CORS preflight, which the admin endpoint refuses).
@@ -104,6 +106,7 @@ func (a *adminAPI) Provision(caddy.Context) error {
 		keys.WriteJSON(w, http.StatusOK, keys.PlanRequest{Plan: plan})
 	}))
 	a.usageRoutes() // admin_usage.go
+	a.addLifecycleRoutes()
 	return nil
 }
 

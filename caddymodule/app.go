@@ -79,6 +79,11 @@ type App struct {
 	// are written to the store. At most 10s. Default: 5s.
 	UsageFlushInterval caddy.Duration `json:"usage_flush_interval,omitempty"`
 
+	// EventRetention is how long audit events (key created, edited,
+	// rolled, revoked, plan changed) are kept; older ones are deleted
+	// every few hours. From 1d to 10 years. Default: 400d.
+	EventRetention caddy.Duration `json:"event_retention,omitempty"`
+
 	limits  *limiterRun
 	storage StoreOpener
 	poolKey string
@@ -106,6 +111,11 @@ type shared struct {
 	store  keystore.Store
 	cache  *keycache.Cache
 	logger atomic.Pointer[zap.Logger]
+
+	// retention is the audit events' retention (a time.Duration), as the
+	// latest configuration set it; stopPruning ends their pruning.
+	retention   atomic.Int64
+	stopPruning func()
 
 	mu       sync.Mutex // guards the follower below
 	interval time.Duration
@@ -160,6 +170,7 @@ func (s *shared) reconfigure(interval time.Duration, logger *zap.Logger) {
 
 // Destruct stops the background work and closes cache and store.
 func (s *shared) Destruct() error {
+	s.stopPruning()
 	s.mu.Lock()
 	s.stopFollowing()
 	s.mu.Unlock()
@@ -221,12 +232,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 		s.mu.Lock()
 		s.follow(a.pollInterval())
 		s.mu.Unlock()
+		s.retention.Store(int64(a.eventRetention()))
+		s.startPruning()
 		return s, nil
 	})
 	if err != nil {
 		return fmt.Errorf("opening key store: %w", err)
 	}
 	a.shared = val.(*shared)
+	a.shared.retention.Store(int64(a.eventRetention()))
 	if loaded {
 		if err := a.shared.cache.SetTTLs(cfg.TTL, cfg.NegativeTTL); err != nil {
 			stores.Delete(a.poolKey)
@@ -262,6 +276,9 @@ func (a *App) Validate() error {
 		return err
 	}
 	if err := a.validateLimits(); err != nil {
+		return err
+	}
+	if err := a.validateRetention(); err != nil {
 		return err
 	}
 	return checkPlans(a.APIPlans)

@@ -238,6 +238,9 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	case keycache.Unavailable:
 		return h.refuse(w, r, &respUnavailable)
 	}
+	if !allowedFrom(r, e) {
+		return h.refuse(w, r, &respIPNotAllowed)
+	}
 	if !h.app.PlanHasAPIAccess(e.Plan) {
 		return h.refuse(w, r, &h.respPlan)
 	}

@@ -49,6 +49,7 @@ func init() {
 //		}
 //		limit_sync_interval <duration>
 //		usage_flush_interval <duration>
+//		event_retention <duration>
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -106,6 +107,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.NegativeCacheTTL = v
+		case "event_retention":
+			v, err := parseDuration(d, MaxEventRetention)
+			if err != nil {
+				return err
+			}
+			a.EventRetention = v
 		case "change_poll_interval":
 			v, err := parseDuration(d, MaxChangePollInterval)
 			if err != nil {

@@ -18,7 +18,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "spk",
-		Usage: "create|list|revoke|plan|usage [--config <path>] [--adapter <name>] ...",
+		Usage: "create|list|revoke|plan|usage|edit|roll|events [--config <path>] [--adapter <name>] ...",
 		Short: "Manages spkgate API keys in the configured key store",
 		Long: `
 Manages spkgate API keys directly in the key store that the config names
@@ -32,9 +32,12 @@ store's change log).
   caddy spk revoke key_...
   caddy spk plan   --account acct_1 pro
   caddy spk usage  --account acct_1 --granularity day
+  caddy spk edit   key_... --scope monitors:read --allow-ip 203.0.113.0/24
+  caddy spk roll   key_... --grace 24h
+  caddy spk events --account acct_1
 
 Output is JSON, in the shapes of the admin API (usage: a table). The key itself is printed
-once, by create, and cannot be shown again.`,
+once, by create and roll, and cannot be shown again.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")
 			cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter")
@@ -84,7 +87,7 @@ func spkSubcommands() []*cobra.Command {
 	}
 	plan.Flags().String("account", "", "Account whose plan to set (required)")
 
-	return []*cobra.Command{create, list, revoke, plan, usageCommand()}
+	return append([]*cobra.Command{create, list, revoke, plan, usageCommand()}, lifecycleSubcommands()...)
 }
 
 // runSpk adapts a subcommand function for cobra. Usage is printed for a
@@ -173,7 +176,7 @@ func withCLIManager(fl caddycmd.Flags, f func(context.Context, *keys.Manager) (a
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("opening key store: %w", err)
 	}
 	defer st.Close()
-	out, err := f(ctx, &keys.Manager{Store: st})
+	out, err := f(ctx, &keys.Manager{Store: st, AuditLog: caddy.Log().Named("spk.audit")})
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}

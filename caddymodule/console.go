@@ -179,7 +179,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// spk_auth sets the key id when a key authenticated the request: such
 	// an identity must not manage keys, whatever the account placeholder.
 	id.APIKeyID, _ = repl.GetString("http.auth.user.key_id")
-	id.ClientIP = clientIP(r)
+	id.ClientIP = clientAddr(r)
 	c.handler.ServeConsole(w, r, id)
 	return nil
 }

@@ -72,6 +72,8 @@ var (
 		errorBody{"bad_request", scope.ErrBadPath.Error()})
 	respUnavailable = newResponse(http.StatusServiceUnavailable, "store unavailable", "",
 		errorBody{Error: "unavailable"}, [2]string{"Retry-After", "5"})
+	respIPNotAllowed = newResponse(http.StatusForbidden, "client address not allowed", "",
+		errorBody{"ip_not_allowed", "this API key cannot be used from your address"})
 	respTooMany = newResponse(http.StatusTooManyRequests, "too many failed authentications", "",
 		errorBody{"too_many_requests", "too many failed authentications from this address; retry after the time in Retry-After"})
 	respScope = func() []response {
