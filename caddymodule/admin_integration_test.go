@@ -108,7 +108,7 @@ func TestAdminAPI(t *testing.T) {
 			t.Errorf("%s %s as text/plain: %d", method, path, resp.StatusCode)
 		}
 	}
-	if st := g.adminJSON("PATCH", "/spk/keys/"+k.ID, nil, nil); st != http.StatusMethodNotAllowed {
+	if st := g.adminJSON("PUT", "/spk/keys/"+k.ID, nil, nil); st != http.StatusMethodNotAllowed {
 		t.Errorf("wrong method: %d", st)
 	}
 }

@@ -299,6 +299,8 @@ func lifecycleIP(t *testing.T, g *gateway) {
 	g.caddyCfg = strings.Replace(g.caddyCfg, "persist_config off",
 		"persist_config off\n\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}", 1)
 	g.load()
+	// The reload replaced the admin server: its idle connections are gone.
+	g.client.CloseIdleConnections()
 	check("forwarded IPv4 in the list", 200, "X-Forwarded-For", "10.1.2.3")
 	check("forwarded IPv6 in the list", 200, "X-Forwarded-For", "2001:db8::7")
 	check("forwarded address outside the list", 403, "X-Forwarded-For", "192.0.2.1")
