@@ -374,3 +374,46 @@ func lifecycleEvents(t *testing.T, g *gateway) {
 		t.Errorf("another account sees %d events", len(evs))
 	}
 }
+
+// TestConsoleChangesAreAudited: keys created and revoked in the console
+// (signed in with basic_auth) are in the account's audit trail with the
+// source console, the signed-in user as the actor, and the client's address.
+func TestConsoleChangesAreAudited(t *testing.T) {
+	s := startConsole(t)
+	r := s.call(proUser, "POST", "/user/api-console/api/keys", `{"name":"from-console"}`)
+	if r.status != 201 {
+		t.Fatalf("create in the console: %d %s", r.status, r.body)
+	}
+	var k keys.Created
+	if err := json.Unmarshal([]byte(r.body), &k); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.call(proUser, "DELETE", "/user/api-console/api/keys/"+k.ID, ""); r.status != 204 {
+		t.Fatalf("revoke in the console: %d %s", r.status, r.body)
+	}
+	evs := s.events(proUser, "")
+	var created, revoked bool
+	for _, ev := range evs {
+		if ev.KeyID != k.ID {
+			continue
+		}
+		if ev.Source != "console" || ev.Actor != proUser || ev.IP != "127.0.0.1" || ev.UserAgent == "" {
+			t.Errorf("console event = %+v", ev)
+		}
+		created = created || ev.Action == keystore.ActionKeyCreated
+		revoked = revoked || ev.Action == keystore.ActionKeyRevoked
+	}
+	if !created || !revoked {
+		t.Errorf("events %+v, want the key's creation and revocation", evs)
+	}
+	if strings.Contains(s.adminBody("/spk/accounts/"+proUser+"/events"), k.Secret) {
+		t.Error("an event carries the key")
+	}
+}
+
+func (g *gateway) adminBody(path string) string {
+	g.t.Helper()
+	var raw json.RawMessage
+	g.adminJSON("GET", path, nil, &raw)
+	return string(raw)
+}
