@@ -371,6 +371,7 @@ func parseConsole(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		base_path <path>
 //		account <placeholder>
 //		plan <placeholder-or-literal>
+//		user <placeholder>
 //		base_url <url>
 //		upgrade_url <url>
 //		policy statuspage [<base_path>]
@@ -420,6 +421,8 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			dst = &c.Account
 		case "plan":
 			dst = &c.Plan
+		case "user":
+			dst = &c.User
 		case "base_url":
 			dst = &c.BaseURL
 		case "upgrade_url":

@@ -47,6 +47,11 @@ type Console struct {
 	// (through the admin API or an earlier request) is used.
 	Plan string `json:"plan,omitempty"`
 
+	// User names the signed-in user, a placeholder that the login layer
+	// fills: the actor of the changes they make, in the audit trail
+	// (docs/keys.md). Default: the account id.
+	User string `json:"user,omitempty"`
+
 	// BaseURL is the API base URL shown to users, e.g.
 	// https://api.example.com/v1. Global placeholders such as {env.*} are
 	// expanded at load time. Default: /v1 on the scheme and host of the
@@ -180,6 +185,9 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// an identity must not manage keys, whatever the account placeholder.
 	id.APIKeyID, _ = repl.GetString("http.auth.user.key_id")
 	id.ClientIP = clientAddr(r)
+	if c.User != "" {
+		id.User = repl.ReplaceAll(c.User, "")
+	}
 	c.handler.ServeConsole(w, r, id)
 	return nil
 }

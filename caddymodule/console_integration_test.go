@@ -213,7 +213,7 @@ func TestConsoleThroughCaddy(t *testing.T) {
 
 func TestConsoleJSONDocsFields(t *testing.T) {
 	// The JSON config names the Caddyfile's subdirectives.
-	cfg := adapt(t, ":80 {\n\tspk_console {\n\t\tbase_path /dev/api\n\t\taccount {http.request.header.X-Account}\n\t\tplan {http.request.header.X-Plan}\n\t\tbase_url https://api.example.com/v1\n\t\tupgrade_url /billing\n\t}\n}\n")
+	cfg := adapt(t, ":80 {\n\tspk_console {\n\t\tbase_path /dev/api\n\t\taccount {http.request.header.X-Account}\n\t\tplan {http.request.header.X-Plan}\n\t\tuser {http.request.header.X-User}\n\t\tbase_url https://api.example.com/v1\n\t\tupgrade_url /billing\n\t}\n}\n")
 	var v struct {
 		Apps struct {
 			HTTP struct {
@@ -231,7 +231,7 @@ func TestConsoleJSONDocsFields(t *testing.T) {
 	h := v.Apps.HTTP.Servers["srv0"].Routes[0].Handle[0]
 	for k, want := range map[string]string{
 		"handler": "spk_console", "base_path": "/dev/api", "account": "{http.request.header.X-Account}",
-		"plan": "{http.request.header.X-Plan}", "base_url": "https://api.example.com/v1", "upgrade_url": "/billing",
+		"plan": "{http.request.header.X-Plan}", "user": "{http.request.header.X-User}", "base_url": "https://api.example.com/v1", "upgrade_url": "/billing",
 	} {
 		if h[k] != want {
 			t.Errorf("%s = %v, want %q", k, h[k], want)
