@@ -154,11 +154,18 @@ type Change struct {
 // derived from a key, and a session that ends may have lost notifications.
 type Notifier interface {
 	// Listen opens a dedicated connection, listens, and calls l's methods
-	// from a single goroutine until ctx ends (it then returns ctx.Err()) or
-	// the connection fails or stops answering its heartbeat (an error
-	// matching ErrUnavailable). It does not reconnect: the caller does, and
-	// treats every new session as having missed whatever committed while no
-	// session listened.
+	// from a single goroutine until ctx ends (it then returns ctx.Err())
+	// or until it can no longer vouch that every change reaches l (an
+	// error matching ErrUnavailable). It may replace a connection that
+	// fails and go on with the same session, but only if it passes to l,
+	// in order, every change committed while none listened, read from the
+	// change log, which must prove by sequence number that none is
+	// missing. The caller calls Listen again after an error, and treats
+	// every new session as having missed whatever committed while no
+	// session listened. A Notifier that cannot listen in its setup (such
+	// as PostgreSQL reached only through a transaction-pooling proxy)
+	// calls nothing and returns when ctx ends: the change log alone
+	// carries the changes then.
 	Listen(ctx context.Context, l ChangeListener) error
 }
 

@@ -76,9 +76,10 @@ type Server struct {
 	asUser   string   // run the binaries as this user (when root)
 	watchdog *os.File // write end of the watchdog's stdin
 
-	mu      sync.Mutex // serializes Stop and Start
+	mu      sync.Mutex // serializes Stop, Start and UseTLS
 	running bool
 	removed bool
+	tls     bool // UseTLS configured ssl
 }
 
 var (

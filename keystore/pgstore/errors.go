@@ -2,6 +2,8 @@ package pgstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -26,6 +28,51 @@ type opError struct {
 func (e *opError) Error() string { return "pgstore: " + e.op + ": " + e.reason }
 
 func (e *opError) Unwrap() []error { return e.errs }
+
+// pooledStatementsHint explains a prepared statement that exists or
+// vanishes unexpectedly.
+const pooledStatementsHint = "this looks like a transaction-pooling proxy (PgBouncer pool_mode=transaction) " +
+	"that does not keep prepared statements: add default_query_exec_mode=cache_describe to the connection string"
+
+// parseError reports a connection string that pgx cannot use, without
+// quoting it (it may hold a password): a TLS setting that cannot be
+// applied (such as an sslrootcert file that cannot be read) is named.
+func parseError(which string, err error) error {
+	var pce *pgconn.ParseConfigError
+	if errors.As(err, &pce) && strings.Contains(pce.Error(), "failed to configure TLS") {
+		if inner := pce.Unwrap(); inner != nil {
+			return errors.New("pgstore: invalid TLS settings in the " + which + "postgres connection string: " + inner.Error())
+		}
+	}
+	return errors.New("pgstore: invalid " + which + "postgres connection string")
+}
+
+// tlsDetail describes a TLS failure, with what to change, or returns "".
+func tlsDetail(err error) string {
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return "the server's TLS certificate is not signed by a trusted CA (x509: unknown authority): " +
+			"set sslrootcert to the file of the CA that signed it"
+	}
+	var he x509.HostnameError
+	if errors.As(err, &he) {
+		return "the server's TLS certificate is not valid for the host name in the connection string: " +
+			"connect by a name the certificate lists (sslmode=verify-full checks it)"
+	}
+	var ie x509.CertificateInvalidError
+	if errors.As(err, &ie) {
+		return "the server's TLS certificate is not valid: " + ie.Error()
+	}
+	var ve *tls.CertificateVerificationError
+	if errors.As(err, &ve) {
+		return "the server's TLS certificate does not verify"
+	}
+	if strings.Contains(err.Error(), "server refused TLS connection") {
+		return "the server does not accept TLS connections, which the connection string's sslmode requires: " +
+			"enable ssl on the server, or change sslmode"
+	}
+	return ""
+}
 
 // invalid is a validation error: it matches no keystore sentinel.
 func invalid(op, reason string) error { return &opError{op: op, reason: reason} }
@@ -76,6 +123,8 @@ func translate(op string, err error, closed bool) error {
 			return &opError{op: op, reason: keystore.ErrConflict.Error(), errs: []error{keystore.ErrConflict}}
 		case transient(pe.Code):
 			return unavailable(detail(err))
+		case pe.Code == "42P05" || pe.Code == "26000": // duplicate / invalid prepared statement
+			return &opError{op: op, reason: pe.Message + " (SQLSTATE " + pe.Code + "): " + pooledStatementsHint}
 		}
 		// The message, not the detail: a detail can quote row values.
 		return &opError{op: op, reason: pe.Message + " (SQLSTATE " + pe.Code + ")"}
@@ -104,6 +153,9 @@ func transient(code string) bool {
 // detail describes a connection failure without the connection string,
 // host names or addresses.
 func detail(err error) string {
+	if msg := tlsDetail(err); msg != "" {
+		return msg
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return pe.Message + " (SQLSTATE " + pe.Code + ")"

@@ -3,12 +3,16 @@ package pgstore
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"go.uber.org/zap"
 
 	"github.com/spkgate/spkgate/keystore"
 )
@@ -32,46 +36,191 @@ const (
 	ListenerSuffix = "-listener"
 )
 
+// Reconnection of a listening session: the first retry comes after
+// minRetry, each further one waits twice as long up to maxRetry,
+// randomised by up to half; after a connection that answered heartbeats
+// for stableAfter the next retry is back at minRetry. A connection that
+// cannot stay up is so retried ever more rarely, and never costs the
+// caller its cache: what committed while none listened is replayed from
+// the change log.
+const (
+	minRetry    = 100 * time.Millisecond
+	maxRetry    = 30 * time.Second
+	stableAfter = 10 * time.Second
+)
+
+// errGap ends a listening session whose replay cannot be proven complete.
+var errGap = errors.New("changes may have been missed")
+
 // Interface guard.
 var _ keystore.Notifier = (*Store)(nil)
 
 // Listen implements keystore.Notifier. It opens a connection of its own,
-// outside the pool, runs LISTEN spk_changes on it and passes changes to l
-// as their transactions commit.
+// outside the pool (Options.ListenDSN, or the main connection string),
+// runs LISTEN spk_changes on it and passes changes to l as their
+// transactions commit.
 //
 // Every HeartbeatInterval the session sends a NOTIFY to a channel only it
 // listens on and waits for it to come back. PostgreSQL delivers
 // notifications in commit order, so when the heartbeat arrives every
 // change committed before it was sent has arrived too: that is what
 // l.Alive reports. A heartbeat that does not come back within
-// HeartbeatTimeout (a connection that died silently) ends the session with
-// an error matching keystore.ErrUnavailable, as does any connection error.
+// HeartbeatTimeout (a connection that died silently) gives the connection
+// up, as does any connection error.
+//
+// A connection given up is replaced, with backoff (minRetry to maxRetry),
+// and the session goes on: once the new connection listens, the changes
+// committed since the last one passed to l are read from the change log
+// and passed to l in order, before any heartbeat vouches again. Listen
+// returns (an error matching keystore.ErrUnavailable) only when the log
+// cannot prove that replay complete: the last change passed to l is no
+// longer in the log (pruned), or the log is behind it (the database was
+// replaced by one that lost commits). The caller then starts a new
+// session, treating it as having missed changes.
+//
+// A connection that never hears its own heartbeat (a proxy that does not
+// deliver notifications) is reported once on the store's logger; the
+// caller keeps following the change log meanwhile.
 //
 // Listen needs a direct or session-pooled connection: through a
 // transaction-pooling proxy (PgBouncer's pool_mode=transaction) LISTEN
-// delivers nothing, and the missing heartbeats end every session.
+// delivers nothing. When the store has no such connection (see
+// Options.ListenDSN), Listen calls nothing and returns when ctx ends.
 func (s *Store) Listen(ctx context.Context, l keystore.ChangeListener) error {
 	const op = "listen"
 	if err := s.closedErr(op); err != nil {
 		return err
 	}
+	if s.listenCfg == nil {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	ls := &listenSession{s: s, l: l}
+	retry := minRetry
+	for {
+		err := ls.connection(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, errGap) {
+			return unavailableErr(op, err.Error())
+		}
+		if s.closed.Load() {
+			return s.listenErr(ctx, op, err)
+		}
+		ls.lost(err)
+		if ls.stable {
+			retry = minRetry
+		}
+		pause := retry/2 + mrand.N(retry/2+1)
+		retry = min(2*retry, maxRetry)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// listenSession is the state of one Listen call across its connections.
+type listenSession struct {
+	s *Store
+	l keystore.ChangeListener
+
+	// listening: l.Listening has been called; from then on every change
+	// committed is passed to l, notified or replayed.
+	listening bool
+	// last is the newest change passed to l (or, before any, the head of
+	// the log when the session began listening): replay starts after it.
+	// known: Kind and AccountID of last are known, and checked on replay.
+	last  keystore.Change
+	known bool
+	// stable: the last connection answered heartbeats for stableAfter.
+	stable bool
+	// failing: connections are failing since the last answered
+	// heartbeat; deaf counts the connections in a row that listened but
+	// never heard a heartbeat; warnedDeaf: that was reported.
+	failing    bool
+	deaf       int
+	warnedDeaf bool
+}
+
+// deafWarnAfter is how many connections in a row must listen without
+// hearing a heartbeat before that is reported as a setup problem.
+const deafWarnAfter = 3
+
+// notify passes a change to l, keeping track of the newest.
+func (ls *listenSession) notify(ch keystore.Change) {
+	if ch.Seq > 0 && ch.Seq <= ls.last.Seq {
+		return // replayed already
+	}
+	ls.l.Notified(ch)
+	if ch.Seq > ls.last.Seq {
+		ls.last = ch
+		ls.known = true
+	}
+}
+
+// lost records a connection given up, telling the logger at the first
+// failure since the session last heard a heartbeat.
+func (ls *listenSession) lost(err error) {
+	log := ls.s.logger
+	if ls.deaf >= deafWarnAfter && !ls.warnedDeaf {
+		ls.warnedDeaf = true
+		log.Warn("the postgres listening connection does not hear its own notifications " +
+			"(a transaction-pooling proxy?): changes made by other instances are read from the change log every " +
+			"change_poll_interval instead; give the storage a listen connection string that reaches " +
+			"PostgreSQL directly or through a session pool")
+		return
+	}
+	if !ls.failing {
+		ls.failing = true
+		log.Warn("postgres listening connection lost; reconnecting, and replaying missed changes from the change log",
+			zap.Error(err))
+		return
+	}
+	log.Debug("postgres listening connection failed again", zap.Error(err))
+}
+
+// connection runs one connection of the session until it fails.
+func (ls *listenSession) connection(ctx context.Context) error {
+	const op = "listen"
+	s, l := ls.s, ls.l
 	heartbeat := "spk_heartbeat_" + strings.ToLower(rand.Text()[:16])
 	var (
-		pending  bool      // a heartbeat is on its way
-		payload  string    // the pending heartbeat's payload
-		sentAt   time.Time // when it was sent
-		sequence int
+		pending   bool      // a heartbeat is on its way
+		payload   string    // the pending heartbeat's payload
+		sentAt    time.Time // when it was sent
+		sequence  int
+		ready     bool              // changes may be passed on
+		held      []keystore.Change // notified before ready
+		heard     bool              // a heartbeat came back
+		heardFrom time.Time         // the first that did
 	)
+	ls.stable = false
 	cfg := s.listenCfg.Copy()
 	// Notifications are handled as they are read, on this goroutine, in
 	// the order the server sends them, whichever call reads them.
 	cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) {
 		switch n.Channel {
 		case changesChannel:
-			l.Notified(parsePayload(n.Payload))
+			ch := parsePayload(n.Payload)
+			if !ready {
+				held = append(held, ch)
+				return
+			}
+			ls.notify(ch)
 		case heartbeat:
 			if pending && n.Payload == payload {
 				pending = false
+				if !heard {
+					heard, heardFrom = true, time.Now()
+					ls.deaf = 0
+					if ls.failing || ls.warnedDeaf {
+						ls.failing, ls.warnedDeaf = false, false
+						s.logger.Info("postgres listening connection restored")
+					}
+				}
 				l.Alive(sentAt)
 			}
 		}
@@ -93,7 +242,29 @@ func (s *Store) Listen(ctx context.Context, l keystore.ChangeListener) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel+"; LISTEN "+heartbeat).ReadAll(); err != nil {
 		return s.listenErr(ctx, op, err)
 	}
-	l.Listening()
+	// Every change that commits from now on is notified on conn; those
+	// that committed before are in the log.
+	if !ls.listening {
+		head, err := ls.head(ctx, conn)
+		if err != nil {
+			return s.listenErr(ctx, op, err)
+		}
+		ls.last, ls.known = keystore.Change{Seq: head}, false
+		ls.listening = true
+		l.Listening()
+	} else if err := ls.replay(ctx); err != nil {
+		return err
+	}
+	ready = true
+	for _, ch := range held {
+		ls.notify(ch)
+	}
+	held = nil
+	defer func() {
+		if !heard {
+			ls.deaf++
+		}
+	}()
 
 	next := time.Now().Add(HeartbeatInterval)
 	for {
@@ -108,6 +279,7 @@ func (s *Store) Listen(ctx context.Context, l keystore.ChangeListener) error {
 			return s.listenErr(ctx, op, err)
 		}
 		now := time.Now()
+		ls.stable = heard && now.Sub(heardFrom) >= stableAfter
 		if pending {
 			if now.Sub(sentAt) >= HeartbeatTimeout {
 				return unavailableErr(op, "heartbeat unanswered for "+HeartbeatTimeout.String())
@@ -131,6 +303,63 @@ func (s *Store) Listen(ctx context.Context, l keystore.ChangeListener) error {
 		}
 	}
 }
+
+// head reads the highest sequence number of the log on conn.
+func (ls *listenSession) head(ctx context.Context, conn *pgconn.PgConn) (int64, error) {
+	ctx, cancel := withTimeout(ctx, QueryTimeout)
+	defer cancel()
+	res, err := conn.Exec(ctx, `SELECT coalesce(max(seq), 0) FROM changes`).ReadAll()
+	if err != nil {
+		return 0, err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+		return 0, &dataError{"unexpected answer to the change log's head"}
+	}
+	return strconv.ParseInt(string(res[0].Rows[0][0]), 10, 64)
+}
+
+// replay passes to l what committed after ls.last while no connection
+// listened, once the log proves that it still holds all of it: ls.last is
+// still there (nothing after it was pruned) and the log has not gone back.
+func (ls *listenSession) replay(ctx context.Context) error {
+	s := ls.s
+	after := ls.last.Seq
+	if after > 0 {
+		got, err := s.Changes(ctx, after-1, 1)
+		if err != nil {
+			return err
+		}
+		if len(got) == 0 || got[0].Seq != after {
+			head, err := s.LastChange(ctx)
+			if err != nil {
+				return err
+			}
+			if head < after {
+				return fmt.Errorf("%w: the change log ends at %d, before %d, the last change this instance heard of", errGap, head, after)
+			}
+			return fmt.Errorf("%w: change %d is no longer in the change log", errGap, after)
+		}
+		if ls.known && (got[0].Kind != ls.last.Kind || ls.last.AccountID != "" && got[0].AccountID != ls.last.AccountID) {
+			return fmt.Errorf("%w: change %d in the change log is not the one this instance heard of", errGap, after)
+		}
+	}
+	for {
+		changes, err := s.Changes(ctx, after, replayBatch)
+		if err != nil {
+			return err
+		}
+		for _, ch := range changes {
+			ls.notify(ch)
+		}
+		if len(changes) < replayBatch {
+			return nil
+		}
+		after = changes[len(changes)-1].Seq
+	}
+}
+
+// replayBatch is how many changes one query of a replay reads at most.
+const replayBatch = 1000
 
 // listenErr is ctx's error once ctx has ended, else err translated.
 func (s *Store) listenErr(ctx context.Context, op string, err error) error {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/spkgate/spkgate/internal/pgtest"
 	"github.com/spkgate/spkgate/keystore"
@@ -184,15 +186,16 @@ func TestListenRolledBackChangeIsSilent(t *testing.T) {
 	}
 }
 
-// TestListenEndsWhenBackendTerminated: a session whose backend is killed
-// (pg_terminate_backend, a failover) ends at once with ErrUnavailable,
-// without the connection string in the error; a new session works.
-func TestListenEndsWhenBackendTerminated(t *testing.T) {
+// TestListenReconnectsWhenBackendTerminated: a session whose backend is
+// killed (pg_terminate_backend, a pooler restarting) goes on: Listen
+// reconnects without ending the session (no second Listening, no error for
+// the caller to drop its cache over), replays from the change log what
+// committed meanwhile, and hears heartbeats again.
+func TestListenReconnectsWhenBackendTerminated(t *testing.T) {
 	t.Parallel()
-	const pw = "listen-S3cret"
-	dsn := withPassword(t, pgtest.DSN(t), pw)
+	dsn := pgtest.DSN(t)
 	s := open(t, dsn)
-	_, errc := listen(t, s)
+	rec, errc := listen(t, s)
 
 	admin := connect(t, dsn)
 	var killed int
@@ -203,54 +206,151 @@ func TestListenEndsWhenBackendTerminated(t *testing.T) {
 	if killed != 1 {
 		t.Fatalf("%d listening backends, want 1", killed)
 	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, keystore.ErrUnavailable) {
-			t.Errorf("Listen = %v, want ErrUnavailable", err)
-		}
-		if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), dsn) {
-			t.Errorf("error %q leaks the connection string", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Listen did not end within 5s of its backend's termination")
-	}
-	rec, _ := listen(t, s)
-	if _, err := s.CreateKey(context.Background(), storetest.CreateKeyParams("acct_t")); err != nil {
+	nk := storetest.CreateKeyParams("acct_t")
+	if _, err := s.CreateKey(context.Background(), nk); err != nil {
 		t.Fatal(err)
 	}
-	next(t, rec, 5*time.Second)
+	ch := next(t, rec, 5*time.Second)
+	if ch.Kind != keystore.ChangeCreated || ch.AccountID != "acct_t" {
+		t.Errorf("change = %+v, want the key's creation", ch)
+	}
+	drainAlive(rec)
+	select {
+	case <-rec.alive:
+	case err := <-errc:
+		t.Fatalf("Listen ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no heartbeat answered after the reconnection")
+	}
+	select {
+	case <-rec.listening:
+		t.Error("Listening called again: the session was restarted, not continued")
+	case err := <-errc:
+		t.Errorf("Listen ended: %v", err)
+	default:
+	}
 }
 
-// TestListenHeartbeatDetectsSilentPartition: when the network path to the
-// server fails without a word (no reset, no FIN), the unanswered heartbeat
-// ends the session within HeartbeatInterval+HeartbeatTimeout.
-func TestListenHeartbeatDetectsSilentPartition(t *testing.T) {
-	t.Parallel()
+// drainAlive empties the heartbeats recorded so far.
+func drainAlive(rec *recorder) {
+	for {
+		select {
+		case <-rec.alive:
+		default:
+			return
+		}
+	}
+}
+
+// partitioned opens a store whose pool reaches the server directly and
+// whose listening connection goes through a proxy the test can cut, and
+// starts a session on it.
+func partitioned(t *testing.T) (dsn string, s *pgstore.Store, proxy *pgtest.Proxy, logs *observer.ObservedLogs, rec *recorder, errc <-chan error) {
+	t.Helper()
 	srv := pgtest.Shared(t)
-	proxy := pgtest.NewProxy(t, srv.Addr())
-	s := open(t, proxy.DSN(t, srv.DSN(t)))
-	rec, errc := listen(t, s)
+	dsn = srv.DSN(t)
+	proxy = pgtest.NewProxy(t, srv.Addr())
+	core, logs := observer.New(zap.DebugLevel)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := pgstore.OpenWith(ctx, dsn, pgstore.Options{ListenDSN: proxy.DSN(t, dsn), Logger: zap.New(core)})
+	if err != nil {
+		t.Fatalf("OpenWith: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	rec, errc = listen(t, s)
 	select {
 	case <-rec.alive:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no heartbeat answered before the partition")
 	}
+	return dsn, s, proxy, logs, rec, errc
+}
+
+// waitLog waits until a message containing text is logged.
+func waitLog(t *testing.T, logs *observer.ObservedLogs, text string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for logs.FilterMessageSnippet(text).Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log %q within %v; logged: %v", text, within, logs.All())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestListenHeartbeatDetectsSilentPartition: when the network path to the
+// server fails without a word (no reset, no FIN), the unanswered heartbeat
+// gives the connection up within HeartbeatInterval+HeartbeatTimeout; once
+// the path heals, the changes committed during the partition reach the
+// listener from the change log (with their hashes, which no notification
+// carries), in order, and the session never ended.
+func TestListenHeartbeatDetectsSilentPartition(t *testing.T) {
+	t.Parallel()
+	_, s, proxy, logs, rec, errc := partitioned(t)
 	cut := time.Now()
 	proxy.Blackhole()
+	var want []keystore.Hash
+	for range 3 {
+		nk := storetest.CreateKeyParams("acct_p")
+		if _, err := s.CreateKey(context.Background(), nk); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, nk.Hash)
+	}
+	waitLog(t, logs, "listening connection lost", 15*time.Second)
+	d := time.Since(cut)
+	if limit := pgstore.HeartbeatInterval + pgstore.HeartbeatTimeout + time.Second; d > limit {
+		t.Errorf("the partition was noticed after %v, want at most %v", d, limit)
+	}
+	t.Logf("partition noticed after %v", d.Round(time.Millisecond))
+	proxy.Heal()
+	for i, h := range want {
+		ch := next(t, rec, 10*time.Second)
+		if ch.Kind != keystore.ChangeCreated || ch.Hash != h {
+			t.Errorf("replayed change %d = %+v, want the creation of key %d with its hash", i, ch, i)
+		}
+	}
+	waitLog(t, logs, "listening connection restored", 10*time.Second)
+	select {
+	case err := <-errc:
+		t.Errorf("Listen ended: %v", err)
+	case <-rec.listening:
+		t.Error("Listening called again")
+	default:
+	}
+}
+
+// TestListenEndsWhenChangesMayBeLost: when the change log no longer holds
+// the last change the session passed on (pruned while the session was cut
+// off), nothing can prove the replay complete: Listen ends with
+// ErrUnavailable, so that the caller drops what it cached; the error names
+// no connection string.
+func TestListenEndsWhenChangesMayBeLost(t *testing.T) {
+	t.Parallel()
+	dsn, s, proxy, logs, rec, errc := partitioned(t)
+	if _, err := s.CreateKey(context.Background(), storetest.CreateKeyParams("acct_g")); err != nil {
+		t.Fatal(err)
+	}
+	next(t, rec, 5*time.Second)
+	proxy.Blackhole()
+	waitLog(t, logs, "listening connection lost", 15*time.Second)
+	if _, err := connect(t, dsn).Exec(context.Background(), `DELETE FROM changes`); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Heal()
 	select {
 	case err := <-errc:
 		if !errors.Is(err, keystore.ErrUnavailable) {
 			t.Errorf("Listen = %v, want ErrUnavailable", err)
 		}
-		d := time.Since(cut)
-		if limit := pgstore.HeartbeatInterval + pgstore.HeartbeatTimeout + time.Second; d > limit {
-			t.Errorf("the partition was noticed after %v, want at most %v", d, limit)
+		if strings.Contains(err.Error(), dsn) || strings.Contains(err.Error(), "127.0.0.1") {
+			t.Errorf("error %q names the server", err)
 		}
-		t.Logf("partition noticed after %v: %v", d.Round(time.Millisecond), err)
+		t.Logf("Listen: %v", err)
 	case <-time.After(15 * time.Second):
-		t.Fatal("Listen did not notice the partition within 15s")
+		t.Fatal("Listen did not end although the log lost its last change")
 	}
-	proxy.Heal()
 }
 
 // seedKeys inserts n active keys of account in one COPY (far faster than

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -22,10 +23,14 @@ func loadMigrations() ([]keystore.Migration, error) {
 	return ms, nil
 }
 
-// migrate applies the migrations the database lacks, each in its own
-// transaction, on a dedicated connection holding a session advisory lock:
-// instances starting together wait for each other, and closing the
-// connection releases the lock whatever happens.
+// migrate applies the migrations the database lacks, one transaction
+// each. Every transaction first takes a transaction-scoped advisory lock
+// and reads the schema's version again, so instances starting together
+// wait for each other and none applies a migration twice. A lock scoped to
+// the transaction, not the session, is what works through a
+// transaction-pooling proxy, where consecutive statements of one client
+// may run on different server connections: a session lock could be left
+// held on a server connection that the proxy hands to someone else.
 func migrate(ctx context.Context, cc *pgx.ConnConfig) error {
 	const op = "migrate"
 	ms, err := loadMigrations()
@@ -40,40 +45,61 @@ func migrate(ctx context.Context, cc *pgx.ConnConfig) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
-		return translate(op, err, false)
-	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now()
-	)`); err != nil {
-		return translate(op, err, false)
-	}
-	var newest int
-	if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&newest); err != nil {
-		return translate(op, err, false)
-	}
-	if len(ms) > 0 && newest > ms[len(ms)-1].Version {
-		return fmt.Errorf("pgstore: database schema version %d is newer than this binary supports (%d)", newest, ms[len(ms)-1].Version)
-	}
-	for _, m := range ms {
-		if m.Version <= newest {
-			continue
-		}
+	for {
+		var applied *keystore.Migration
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			applied = nil
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
-			return err
+			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+				version    integer PRIMARY KEY,
+				name       text NOT NULL,
+				applied_at timestamptz NOT NULL DEFAULT now()
+			)`); err != nil {
+				return err
+			}
+			var newest int
+			if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&newest); err != nil {
+				return err
+			}
+			if len(ms) > 0 && newest > ms[len(ms)-1].Version {
+				return &dataError{fmt.Sprintf("database schema version %d is newer than this binary supports (%d)", newest, ms[len(ms)-1].Version)}
+			}
+			for i := range ms {
+				if ms[i].Version <= newest {
+					continue
+				}
+				m := &ms[i]
+				if _, err := tx.Exec(ctx, m.SQL); err != nil {
+					return &migrationError{name: m.Name, err: err}
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+					return err
+				}
+				applied = m
+				return nil
+			}
+			return nil
 		})
 		if err != nil {
-			return translate("migrate "+m.Name, err, false)
+			var me *migrationError
+			if errors.As(err, &me) {
+				return translate(op+" "+me.name, me.err, false)
+			}
+			return translate(op, err, false)
+		}
+		if applied == nil {
+			return nil
 		}
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, migrationLockKey); err != nil {
-		return translate(op, err, false)
-	}
-	return nil
 }
+
+// migrationError is the failure of one migration's SQL.
+type migrationError struct {
+	name string
+	err  error
+}
+
+func (e *migrationError) Error() string { return e.name + ": " + e.err.Error() }
+func (e *migrationError) Unwrap() error { return e.err }
