@@ -37,7 +37,9 @@ func init() {
 //
 //	spk {
 //		storage sqlite [<path>]
-//		storage postgres <dsn>
+//		storage postgres <dsn> {
+//			listen <dsn>
+//		}
 //		cache_ttl <duration>
 //		negative_cache_ttl <duration>
 //		api_plans <plan...>
@@ -83,11 +85,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				a.StorageRaw = caddyconfig.JSONModuleObject(s, "driver", driver, nil)
 			case "postgres":
-				s := new(PostgresStorage)
-				if !d.NextArg() {
-					return d.Errf("storage postgres needs a DSN, e.g. {env.SPK_DATABASE_URL}")
+				s, err := parsePostgresStorage(d)
+				if err != nil {
+					return err
 				}
-				s.DSN = d.Val()
 				a.StorageRaw = caddyconfig.JSONModuleObject(s, "driver", driver, nil)
 			default:
 				return d.Errf("unknown storage driver %q (known: sqlite, postgres)", driver)
@@ -234,6 +235,40 @@ func (a *App) unmarshalLimits(d *caddyfile.Dispenser) error {
 	}
 	a.Limits[plan] = pl
 	return nil
+}
+
+// parsePostgresStorage parses what follows "storage postgres":
+//
+//	storage postgres <dsn> {
+//		listen <dsn>    # LISTEN's own connection: direct or session-pooled
+//	}
+func parsePostgresStorage(d *caddyfile.Dispenser) (*PostgresStorage, error) {
+	s := new(PostgresStorage)
+	if !d.NextArg() {
+		return nil, d.Errf("storage postgres needs a DSN, e.g. {env.SPK_DATABASE_URL}")
+	}
+	s.DSN = d.Val()
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "listen":
+			if s.ListenDSN != "" {
+				return nil, d.Err("listen given twice")
+			}
+			if !d.NextArg() {
+				return nil, d.Errf("listen needs the DSN of a direct or session-pooled connection, e.g. {env.SPK_DATABASE_LISTEN_URL}")
+			}
+			s.ListenDSN = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		default:
+			return nil, d.Errf("unrecognized storage postgres subdirective %s", d.Val())
+		}
+	}
+	return s, nil
 }
 
 func parseDuration(d *caddyfile.Dispenser, max time.Duration) (caddy.Duration, error) {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/spkgate/spkgate/keystore"
 	"github.com/spkgate/spkgate/keystore/pgstore"
@@ -68,12 +69,26 @@ func (s *SQLiteStorage) OpenStore(ctx context.Context) (keystore.Store, error) {
 }
 
 // PostgresStorage keeps keys in PostgreSQL, which several spkgate instances
-// can share.
+// can share: directly, through a session-pooling proxy, or through a
+// transaction-pooling proxy (PgBouncer pool_mode=transaction, detected at
+// start), and over TLS (sslmode=verify-full with sslrootcert in the DSN).
 type PostgresStorage struct {
 	// DSN is the connection string, as a URL or key=value pairs; it is
 	// never logged. Placeholders are replaced, so a Caddyfile can say
 	// {env.SPK_DATABASE_URL} and keep the password out of the config.
 	DSN string `json:"dsn,omitempty"`
+	// ListenDSN is the connection string of the one connection that
+	// listens (LISTEN/NOTIFY) for the changes other instances make, which
+	// then reach this instance within milliseconds. LISTEN needs a
+	// connection that keeps its server session: PostgreSQL itself or a
+	// session-pooling proxy, never a transaction-pooling one (refused at
+	// start). Set it when DSN goes through a transaction-pooling proxy:
+	// without it such an instance reads the change log every
+	// change_poll_interval instead, and says so at start. Placeholders are
+	// replaced; it is never logged. Default: DSN.
+	ListenDSN string `json:"listen_dsn,omitempty"`
+
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -84,9 +99,12 @@ func (PostgresStorage) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision replaces placeholders in the DSN.
-func (s *PostgresStorage) Provision(caddy.Context) error {
-	s.DSN = caddy.NewReplacer().ReplaceKnown(s.DSN, "")
+// Provision replaces placeholders in the connection strings.
+func (s *PostgresStorage) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	s.DSN = repl.ReplaceKnown(s.DSN, "")
+	s.ListenDSN = repl.ReplaceKnown(s.ListenDSN, "")
 	return nil
 }
 
@@ -99,11 +117,11 @@ func (s *PostgresStorage) Validate() error {
 }
 
 // PoolKey implements StoreOpener.
-func (s *PostgresStorage) PoolKey() string { return "postgres:" + s.DSN }
+func (s *PostgresStorage) PoolKey() string { return "postgres:" + s.DSN + "\x00listen:" + s.ListenDSN }
 
 // OpenStore implements StoreOpener.
 func (s *PostgresStorage) OpenStore(ctx context.Context) (keystore.Store, error) {
-	return pgstore.Open(ctx, s.DSN)
+	return pgstore.OpenWith(ctx, s.DSN, pgstore.Options{ListenDSN: s.ListenDSN, Logger: s.logger})
 }
 
 // Interface guards

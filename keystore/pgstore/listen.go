@@ -85,13 +85,20 @@ var _ keystore.Notifier = (*Store)(nil)
 // Listen needs a direct or session-pooled connection: through a
 // transaction-pooling proxy (PgBouncer's pool_mode=transaction) LISTEN
 // delivers nothing. When the store has no such connection (see
-// Options.ListenDSN), Listen calls nothing and returns when ctx ends.
+// Options.ListenDSN), Listen says so once on the store's logger, calls
+// nothing, and returns when ctx ends.
 func (s *Store) Listen(ctx context.Context, l keystore.ChangeListener) error {
 	const op = "listen"
 	if err := s.closedErr(op); err != nil {
 		return err
 	}
 	if s.listenCfg == nil {
+		s.deafOnce.Do(func() {
+			s.logger.Warn("the postgres connection string leads through a transaction-pooling proxy, where LISTEN " +
+				"cannot work: changes made by other instances are read from the change log every " +
+				"change_poll_interval instead of arriving within milliseconds; to be notified, give the storage a " +
+				"listen connection string that reaches PostgreSQL directly or through a session pool")
+		})
 		<-ctx.Done()
 		return ctx.Err()
 	}

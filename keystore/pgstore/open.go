@@ -55,6 +55,8 @@ type Store struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
+	// deafOnce: Listen has said why it cannot listen.
+	deafOnce sync.Once
 }
 
 // Interface guard.
@@ -70,8 +72,8 @@ type Options struct {
 	// proxy: then the store cannot listen, and Listen returns only when
 	// its context ends (the caller reads the change log instead).
 	ListenDSN string
-	// Logger is told, once, why the store does not listen, and when a
-	// listening connection is lost or cannot be kept up. Default: none.
+	// Logger is told, once, why Listen cannot listen, and when a listening
+	// connection is lost or cannot be kept up. Default: none.
 	Logger *zap.Logger
 }
 
@@ -142,11 +144,6 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	case !s.txPooled:
 		s.listenCfg = cfg.ConnConfig.Config.Copy()
 		s.listenCfg.RuntimeParams["application_name"] = appName + ListenerSuffix
-	default:
-		s.logger.Warn("the postgres connection string leads through a transaction-pooling proxy, where LISTEN " +
-			"cannot work: changes made by other instances are read from the change log every " +
-			"change_poll_interval instead of arriving within milliseconds; to be notified, give the storage a " +
-			"listen connection string that reaches PostgreSQL directly or through a session pool")
 	}
 	s.pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
