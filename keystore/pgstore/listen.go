@@ -49,6 +49,11 @@ const (
 	stableAfter = 10 * time.Second
 )
 
+// PollInterval is how often Listen reads the change log when the store
+// cannot listen (see Options.ListenDSN): a change made elsewhere arrives
+// within it, plus one query.
+const PollInterval = 250 * time.Millisecond
+
 // errGap ends a listening session whose replay cannot be proven complete.
 var errGap = errors.New("changes may have been missed")
 
@@ -85,24 +90,25 @@ var _ keystore.Notifier = (*Store)(nil)
 // Listen needs a direct or session-pooled connection: through a
 // transaction-pooling proxy (PgBouncer's pool_mode=transaction) LISTEN
 // delivers nothing. When the store has no such connection (see
-// Options.ListenDSN), Listen says so once on the store's logger, calls
-// nothing, and returns when ctx ends.
+// Options.ListenDSN), Listen says so once on the store's logger and polls
+// instead: it reads the change log every PollInterval, passes what it finds
+// to l and reports l.Alive after each read, so that changes still arrive
+// well within a second and the caller's cache stays trusted.
 func (s *Store) Listen(ctx context.Context, l keystore.ChangeListener) error {
 	const op = "listen"
 	if err := s.closedErr(op); err != nil {
 		return err
 	}
+	ls := &listenSession{s: s, l: l}
 	if s.listenCfg == nil {
 		s.deafOnce.Do(func() {
 			s.logger.Warn("the postgres connection string leads through a transaction-pooling proxy, where LISTEN " +
-				"cannot work: changes made by other instances are read from the change log every " +
-				"change_poll_interval instead of arriving within milliseconds; to be notified, give the storage a " +
+				"cannot work: changes made by other instances are read from the change log every " + PollInterval.String() +
+				" instead of arriving within milliseconds; to be notified at once, give the storage a " +
 				"listen connection string that reaches PostgreSQL directly or through a session pool")
 		})
-		<-ctx.Done()
-		return ctx.Err()
+		return ls.poll(ctx)
 	}
-	ls := &listenSession{s: s, l: l}
 	retry := minRetry
 	for {
 		err := ls.connection(ctx)
@@ -328,40 +334,102 @@ func (ls *listenSession) head(ctx context.Context, conn *pgconn.PgConn) (int64, 
 // replay passes to l what committed after ls.last while no connection
 // listened, once the log proves that it still holds all of it: ls.last is
 // still there (nothing after it was pruned) and the log has not gone back.
+// The first query reads ls.last itself along with what follows it.
 func (ls *listenSession) replay(ctx context.Context) error {
 	s := ls.s
-	after := ls.last.Seq
-	if after > 0 {
-		got, err := s.Changes(ctx, after-1, 1)
+	after, verify := ls.last.Seq, ls.last.Seq > 0
+	for {
+		from, limit := after, replayBatch
+		if verify {
+			from, limit = after-1, replayBatch+1
+		}
+		changes, err := s.Changes(ctx, from, limit)
 		if err != nil {
 			return err
 		}
-		if len(got) == 0 || got[0].Seq != after {
-			head, err := s.LastChange(ctx)
-			if err != nil {
+		if verify {
+			if err := ls.check(ctx, changes); err != nil {
 				return err
 			}
-			if head < after {
-				return fmt.Errorf("%w: the change log ends at %d, before %d, the last change this instance heard of", errGap, head, after)
-			}
-			return fmt.Errorf("%w: change %d is no longer in the change log", errGap, after)
-		}
-		if ls.known && (got[0].Kind != ls.last.Kind || ls.last.AccountID != "" && got[0].AccountID != ls.last.AccountID) {
-			return fmt.Errorf("%w: change %d in the change log is not the one this instance heard of", errGap, after)
-		}
-	}
-	for {
-		changes, err := s.Changes(ctx, after, replayBatch)
-		if err != nil {
-			return err
+			changes, verify = changes[1:], false
+			limit--
 		}
 		for _, ch := range changes {
 			ls.notify(ch)
 		}
-		if len(changes) < replayBatch {
+		if len(changes) < limit {
 			return nil
 		}
 		after = changes[len(changes)-1].Seq
+	}
+}
+
+// check verifies that changes, read from just before ls.last, begin with it.
+func (ls *listenSession) check(ctx context.Context, changes []keystore.Change) error {
+	after := ls.last.Seq
+	if len(changes) == 0 || changes[0].Seq != after {
+		head, err := ls.s.LastChange(ctx)
+		if err != nil {
+			return err
+		}
+		if head < after {
+			return fmt.Errorf("%w: the change log ends at %d, before %d, the last change this instance heard of", errGap, head, after)
+		}
+		return fmt.Errorf("%w: change %d is no longer in the change log", errGap, after)
+	}
+	if ls.known && (changes[0].Kind != ls.last.Kind || ls.last.AccountID != "" && changes[0].AccountID != ls.last.AccountID) {
+		return fmt.Errorf("%w: change %d in the change log is not the one this instance heard of", errGap, after)
+	}
+	return nil
+}
+
+// poll is Listen for a store that cannot listen: it reads the change log
+// every PollInterval. The session begins (l.Listening) once the head of
+// the log is known; after each read that succeeds, every change committed
+// before the read began has been passed to l (l.Alive). Reads that fail
+// are retried at the next tick; the session ends only as a listening one
+// does, when the log cannot prove that nothing was missed.
+func (ls *listenSession) poll(ctx context.Context) error {
+	const op = "listen"
+	s := ls.s
+	tick := time.NewTicker(PollInterval)
+	defer tick.Stop()
+	for {
+		start := time.Now()
+		var err error
+		if !ls.listening {
+			var head int64
+			if head, err = s.LastChange(ctx); err == nil {
+				ls.last, ls.known, ls.listening = keystore.Change{Seq: head}, false, true
+				ls.l.Listening()
+			}
+		} else {
+			err = ls.replay(ctx)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, errGap):
+			return unavailableErr(op, err.Error())
+		case err != nil && s.closed.Load():
+			return s.listenErr(ctx, op, err)
+		case err != nil:
+			if !ls.failing {
+				ls.failing = true
+				s.logger.Warn("reading the postgres change log failed; retrying every "+PollInterval.String(), zap.Error(err))
+			}
+		default:
+			if ls.failing {
+				ls.failing = false
+				s.logger.Info("reading the postgres change log works again")
+			}
+			ls.l.Alive(start)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
 }
 
