@@ -60,7 +60,9 @@ const caddyfile = `{
 	persist_config off
 	storage file_system %s
 	spk {
-		storage postgres {env.SPK_DATABASE_URL}
+		storage postgres {env.SPK_DATABASE_URL} {
+			listen {env.SPK_DATABASE_LISTEN_URL}
+		}
 		%s
 	}
 }
