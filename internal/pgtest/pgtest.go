@@ -23,6 +23,12 @@
 // Fault tests control a server through Server: Shared returns the shared one,
 // NewServer starts a private one (so that stopping it cannot disturb other
 // tests running in parallel).
+//
+// NewBouncer puts a real PgBouncer (Debian's pgbouncer package) in front of
+// a server, in session or transaction pool_mode; like PostgreSQL, it is
+// skipped when not installed, except under CI. NewCA makes up a certificate
+// authority and server certificates, and Server.UseTLS turns ssl on for a
+// private server with one of them.
 package pgtest
 
 import (
