@@ -100,12 +100,31 @@ func TestScaleOutThroughPgBouncer(t *testing.T) {
 			a.setPlan(account, "pro")
 			res := pooledResult{setup: setup.name}
 
-			// Hot keys: each looked up once by B, then served from its
-			// cache for the whole load.
+			// Hot keys, each looked up once by B after B has heard of its
+			// creation (a creation B hears of later invalidates what B
+			// cached of that key, as it must: B may have cached it as
+			// unknown). The sentinel's revocation, made after the
+			// creations and seen by B, shows that B has heard of them;
+			// the sentinel has an account of its own, so that its
+			// revocation, which B may apply twice (notified, then read
+			// from the log), does not invalidate the hot keys.
+			a.setPlan(account+"_sentinel", "pro")
+			sentinel := a.createKey(account + "_sentinel")
+			if st, body := b.get(sentinel.Secret); st != 200 {
+				t.Fatalf("B: sentinel: %d %s", st, body)
+			}
 			hot := make([]string, 50)
 			for j := range hot {
 				hot[j] = a.createKey(account).Secret
-				if st, body := b.get(hot[j]); st != 200 {
+			}
+			if st := a.call("DELETE", "/spk/keys/"+sentinel.ID, nil, nil); st != 204 {
+				t.Fatalf("revoke on A: %d", st)
+			}
+			if _, err := b.until(sentinel.Secret, 401, time.Now(), 200); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range hot {
+				if st, body := b.get(k); st != 200 {
 					t.Fatalf("B: first use of a hot key: %d %s", st, body)
 				}
 			}

@@ -162,11 +162,14 @@ type listenSession struct {
 // hearing a heartbeat before that is reported as a setup problem.
 const deafWarnAfter = 3
 
-// notify passes a change to l, keeping track of the newest.
+// notify passes a change to l, keeping track of the newest. A change read
+// from the log is passed as a notification would carry it: Seq, Kind and
+// AccountID (keystore.ChangeListener.Notified).
 func (ls *listenSession) notify(ch keystore.Change) {
 	if ch.Seq > 0 && ch.Seq <= ls.last.Seq {
 		return // replayed already
 	}
+	ch = keystore.Change{Seq: ch.Seq, Kind: ch.Kind, AccountID: ch.AccountID}
 	ls.l.Notified(ch)
 	if ch.Seq > ls.last.Seq {
 		ls.last = ch
