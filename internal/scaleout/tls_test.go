@@ -30,8 +30,8 @@ func withQuery(t *testing.T, dsn string, kv ...string) string {
 func (in *instance) refused(within time.Duration) string {
 	in.t.Helper()
 	select {
-	case <-in.exited:
-		return in.logs.String()
+	case <-in.proc.Exited:
+		return in.proc.Logs.String()
 	case <-time.After(within):
 		in.t.Fatalf("%s still runs %v after its start, want it refused", in.name, within)
 	}
