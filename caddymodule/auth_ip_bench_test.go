@@ -10,6 +10,7 @@ import (
 
 	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/keys"
+	"github.com/spkgate/spkgate/limits"
 )
 
 // BenchmarkServeHTTPCachedIP is BenchmarkServeHTTPCached with Caddy's
@@ -26,6 +27,9 @@ func BenchmarkServeHTTPCachedIP(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			h, secret := benchHandler(b, "monitors:read")
+			if h.app.limits == nil { // no limits configured: an unlimited limiter
+				h.app.limits = &limiterRun{lim: limits.New(nil, limits.Options{})}
+			}
 			if bc.ips != nil {
 				cred, err := h.cache.Store().LookupKey(context.Background(), apikey.Hash(secret))
 				if err != nil {
@@ -90,6 +94,56 @@ func BenchmarkServeHTTPCachedIP(b *testing.B) {
 			}
 			if want := map[bool]int{true: 403, false: 200}[bc.ips != nil]; w.Code != want {
 				b.Fatalf("from another address: %d, want %d", w.Code, want)
+			}
+		})
+	}
+}
+
+// BenchmarkAllowedFrom is the IP check alone, as spk_auth runs it on a
+// cached entry: nothing for a key without allowed_ips; for a restricted
+// key, reading Caddy's client IP, parsing it and comparing it with four
+// prefixes (the client's in the last). Its restricted figure is what the
+// restriction adds to a request; the whole-request benchmark above is too
+// noisy on a shared machine to resolve it.
+func BenchmarkAllowedFrom(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		ips  []string
+	}{
+		{"unrestricted", nil},
+		{"restricted", []string{"10.0.0.0/8", "2001:db8::/32", "172.16.0.0/12", "192.0.2.0/24"}},
+		{"restricted-ipv6", []string{"10.0.0.0/8", "172.16.0.0/12", "192.0.2.0/24", "2001:db8::/32"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h, secret := benchHandler(b, "monitors:read")
+			ctx := context.Background()
+			if bc.ips != nil {
+				cred, err := h.cache.Store().LookupKey(ctx, apikey.Hash(secret))
+				if err != nil {
+					b.Fatal(err)
+				}
+				m := &keys.Manager{Store: h.cache.Store(), Cache: h.cache}
+				if _, err := m.Update(ctx, keys.Actor{Name: "bench", Source: keys.SourceCLI}, "", cred.Key.ID,
+					keys.UpdateRequest{AllowedIPs: keys.Some(bc.ips)}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			e, status := h.cache.Verify(ctx, secret)
+			if e == nil || status != 0 {
+				b.Fatalf("verify: %v", status)
+			}
+			client := "192.0.2.1"
+			if bc.name == "restricted-ipv6" {
+				client = "2001:db8::1"
+			}
+			r := httptest.NewRequest("GET", "http://gw/v1/monitors/42", nil)
+			r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey,
+				map[string]any{caddyhttp.ClientIPVarKey: client}))
+			b.ReportAllocs()
+			for b.Loop() {
+				if !allowedFrom(r, e) {
+					b.Fatal("refused")
+				}
 			}
 		})
 	}
