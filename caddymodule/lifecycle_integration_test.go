@@ -299,8 +299,21 @@ func lifecycleIP(t *testing.T, g *gateway) {
 	g.caddyCfg = strings.Replace(g.caddyCfg, "persist_config off",
 		"persist_config off\n\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}", 1)
 	g.load()
-	// The reload replaced the admin server: its idle connections are gone.
+	// The reload replaced the admin server and restarted the site's (its
+	// options changed): wait until the new one accepts connections.
 	g.client.CloseIdleConnections()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := g.client.Get(g.base + "/v1/monitors")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway does not answer after the reload: %v", err)
+		}
+		g.client.CloseIdleConnections()
+		time.Sleep(20 * time.Millisecond)
+	}
 	check("forwarded IPv4 in the list", 200, "X-Forwarded-For", "10.1.2.3")
 	check("forwarded IPv6 in the list", 200, "X-Forwarded-For", "2001:db8::7")
 	check("forwarded address outside the list", 403, "X-Forwarded-For", "192.0.2.1")
