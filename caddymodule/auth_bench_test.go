@@ -13,6 +13,7 @@ import (
 	"github.com/spkgate/spkgate/keycache"
 	"github.com/spkgate/spkgate/keys"
 	"github.com/spkgate/spkgate/keystore/sqlitestore"
+	"github.com/spkgate/spkgate/limits"
 	"github.com/spkgate/spkgate/scope"
 )
 
@@ -42,7 +43,9 @@ func benchHandler(b *testing.B, scopes ...string) (*Auth, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := &Auth{app: &App{APIPlans: DefaultAPIPlans}, cache: c, policy: policy, hide: true, logger: zap.NewNop()}
+	// No limits configured: an unlimited limiter, as the app provisions.
+	app := &App{APIPlans: DefaultAPIPlans, limits: &limiterRun{lim: limits.New(nil, limits.Options{})}}
+	h := &Auth{app: app, cache: c, policy: policy, hide: true, logger: zap.NewNop()}
 	return h, k.Secret
 }
 

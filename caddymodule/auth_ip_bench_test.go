@@ -10,7 +10,6 @@ import (
 
 	"github.com/spkgate/spkgate/apikey"
 	"github.com/spkgate/spkgate/keys"
-	"github.com/spkgate/spkgate/limits"
 )
 
 // BenchmarkServeHTTPCachedIP is BenchmarkServeHTTPCached with Caddy's
@@ -27,9 +26,6 @@ func BenchmarkServeHTTPCachedIP(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			h, secret := benchHandler(b, "monitors:read")
-			if h.app.limits == nil { // no limits configured: an unlimited limiter
-				h.app.limits = &limiterRun{lim: limits.New(nil, limits.Options{})}
-			}
 			if bc.ips != nil {
 				cred, err := h.cache.Store().LookupKey(context.Background(), apikey.Hash(secret))
 				if err != nil {
