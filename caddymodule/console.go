@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -127,7 +128,7 @@ func (c *Console) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("compiling scope rules: %w", err)
 		}
 	}
-	c.handler, err = console.New(console.Config{
+	cfg := console.Config{
 		Policy:           policy,
 		BasePath:         c.BasePath,
 		BaseURL:          repl.ReplaceKnown(c.BaseURL, ""),
@@ -137,7 +138,17 @@ func (c *Console) Provision(ctx caddy.Context) error {
 		OnError: func(op string, err error) {
 			c.logger.Error("api console", zap.String("op", op), zap.Error(err))
 		},
-	})
+	}
+	// Usage charts and the quota come from the limiter of the spk app,
+	// which counts every request spk_auth answers for a key.
+	if run := app.limits; run != nil {
+		cfg.Usage = run.st
+		cfg.Quota = func(ctx context.Context, account, plan string) (console.QuotaStatus, bool, error) {
+			q, ok, err := run.lim.QuotaStatus(ctx, run.st, account, plan)
+			return console.QuotaStatus(q), ok, err
+		}
+	}
+	c.handler, err = console.New(cfg)
 	if err != nil {
 		return fmt.Errorf("setting up the console: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/spkgate/spkgate/keys"
-	"github.com/spkgate/spkgate/keystore"
 	"github.com/spkgate/spkgate/scope"
 )
 
@@ -40,6 +39,9 @@ type UpgradeResponse struct {
 //	GET    keys       → 200 {"keys":[...]}
 //	POST   keys       {"name","scopes","expires_at"?} → 201 with "key", once
 //	DELETE keys/{id}  → 204; 404 for another account's or an unknown id
+//	PATCH keys/{id}, POST keys/{id}/roll, GET keys/{id}/usage: see apiKey
+//	GET    usage      → 200 {"usage":[...],"quota"?} for the account
+//	GET    events     ?limit=&before= → 200 {"events":[...]}, newest first
 //	GET    scopes     → 200 {"scopes":[{"name","description"}...]}
 //	GET    info       → 200 {"base_url","plan","api_access"}
 //	GET    routes     → 200 {"routes":[{"methods","path","scope","description"}...]}
@@ -68,27 +70,20 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, rel string, r
 			h.methodNotAllowed(w, r, true, "GET, HEAD, POST")
 		}
 	case strings.HasPrefix(rel, "/keys/"):
-		id := strings.TrimPrefix(rel, "/keys/")
-		if id == "" || strings.Contains(id, "/") {
-			h.notFound(w, r, true)
-			return
-		}
-		if r.Method != http.MethodDelete {
-			h.methodNotAllowed(w, r, true, "DELETE")
+		h.apiKey(w, r, rq, strings.TrimPrefix(rel, "/keys/"))
+	case rel == "/events" || rel == "/usage":
+		if !get {
+			h.methodNotAllowed(w, r, true, "GET, HEAD")
 			return
 		}
 		if h.apiUpgradeFirst(w, rq) {
 			return
 		}
-		if _, err := h.cfg.Keys.Revoke(r.Context(), rq.actor, rq.account, id); err != nil {
-			if errors.Is(err, keystore.ErrNotFound) {
-				keys.WriteError(w, err)
-				return
-			}
-			h.storeFailed(w, r, true, "revoke key", err)
+		if rel == "/events" {
+			h.apiEvents(w, r, rq)
 			return
 		}
-		w.WriteHeader(http.StatusNoContent)
+		h.apiUsage(w, r, rq, "")
 	case rel == "/scopes":
 		if !get {
 			h.methodNotAllowed(w, r, true, "GET, HEAD")

@@ -96,6 +96,13 @@ type Config struct {
 	OnError func(op string, err error)
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Usage reads the keys' hourly usage for the usage charts and the
+	// JSON API. Default: Keys.Store, if it keeps usage; else no charts.
+	Usage keystore.UsageStore
+	// Quota, if set, reports the account's quota (ok false: none applies
+	// to the plan), shown on the key list and in GET <base>/api/usage.
+	// Default: none shown.
+	Quota func(ctx context.Context, accountID, plan string) (q QuotaStatus, ok bool, err error)
 	// Policy is the route policy that the gateway (spk_auth) enforces, for
 	// the API explorer. Default: the built-in statuspage policy at the path
 	// of BaseURL (/v1 when BaseURL is not set).

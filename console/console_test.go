@@ -69,6 +69,7 @@ func newFixture(t *testing.T, mod ...func(*console.Config)) *fixture {
 		BaseURL:          baseURL,
 		UpgradeURL:       upgrade,
 		Keys:             m,
+		Usage:            st,
 		PlanHasAPIAccess: func(p string) bool { return p == "pro" || p == "business" || p == "enterprise" },
 		OnError:          func(op string, err error) { t.Logf("console error: %s: %v", op, err) },
 	}
@@ -471,8 +472,10 @@ func TestJSONAPI(t *testing.T) {
 	for _, tc := range []struct{ method, path, allow string }{
 		{"PUT", "/api/keys", "GET, HEAD, POST"},
 		{"DELETE", "/api/keys", "GET, HEAD, POST"},
-		{"GET", "/api/keys/" + other.ID, "DELETE"},
-		{"POST", "/api/keys/" + other.ID, "DELETE"},
+		{"GET", "/api/keys/" + other.ID, "DELETE, PATCH"},
+		{"POST", "/api/keys/" + other.ID, "DELETE, PATCH"},
+		{"GET", "/api/keys/" + other.ID + "/roll", "POST"},
+		{"POST", "/api/events", "GET, HEAD"},
 		{"POST", "/api/scopes", "GET, HEAD"},
 		{"DELETE", "/api/info", "GET, HEAD"},
 	} {

@@ -34,7 +34,7 @@ var assetFS embed.FS
 
 // pageNames are the templates under templates/, each rendered inside
 // layout.html.
-var pageNames = []string{"keys", "new", "created", "revoke", "upgrade", "error", "explore"}
+var pageNames = []string{"keys", "new", "created", "revoke", "upgrade", "error", "explore", "edit", "editconfirm", "roll", "key", "activity"}
 
 // pageSet is the parsed templates and the embedded assets.
 type pageSet struct {
@@ -144,18 +144,24 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, rq *request, st
 // tabs are the console's sections; the page name picks the current one.
 func (h *Handler) tabs(page string) []tab {
 	return []tab{
-		{Label: "API keys", URL: h.home, Current: page == "keys" || page == "new" || page == "revoke"},
+		{Label: "API keys", URL: h.home, Current: page == "keys" || page == "new" || page == "revoke" || page == "edit" || page == "editconfirm" || page == "roll" || page == "key"},
 		{Label: "Explore the API", URL: h.base + "/explore", Current: page == "explore"},
+		{Label: "Activity", URL: h.base + "/activity", Current: page == "activity"},
 	}
 }
 
 var titles = map[string]string{
-	"keys":    "API Console",
-	"new":     "Create API key",
-	"created": "Your new API key",
-	"revoke":  "Revoke API key",
-	"upgrade": "Upgrade to use the API",
-	"explore": "Explore the API",
+	"keys":        "API Console",
+	"new":         "Create API key",
+	"created":     "Your new API key",
+	"revoke":      "Revoke API key",
+	"upgrade":     "Upgrade to use the API",
+	"explore":     "Explore the API",
+	"edit":        "Edit API key",
+	"editconfirm": "Confirm changes",
+	"roll":        "Roll API key",
+	"key":         "API key usage",
+	"activity":    "Activity",
 }
 
 // planName is a plan as a page shows it: "pro" → "Pro".
@@ -239,6 +245,17 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request, rel string, 
 			return
 		}
 		h.revokeFromForm(w, r, rq, id)
+	case strings.HasPrefix(rel, "/keys/"):
+		h.serveKeyPages(w, r, rq, rel)
+	case rel == "/activity":
+		if !get {
+			h.methodNotAllowed(w, r, false, "GET, HEAD")
+			return
+		}
+		if h.upgradeFirst(w, r, rq) {
+			return
+		}
+		h.activityPage(w, r, rq)
 	default:
 		h.notFound(w, r, false)
 	}
@@ -271,6 +288,15 @@ type keyView struct {
 	Expires   when
 	Expired   bool
 	RevokeURL string
+	PageURL   string
+	EditURL   string
+	RollURL   string
+	// Rolling is set for a key that was rolled: it works until Expires,
+	// the end of its grace period.
+	Rolling bool
+	// AllowedIPs and RateLimit are its restrictions, as text ("" if none).
+	AllowedIPs string
+	RateLimit  string
 }
 
 func (h *Handler) view(k keystore.Key) keyView {
@@ -284,8 +310,20 @@ func (h *Handler) view(k keystore.Key) keyView {
 		LastUsed:  newWhen(k.LastUsedAt, now),
 		Expires:   newWhen(k.ExpiresAt, now),
 		RevokeURL: h.base + "/keys/" + url.PathEscape(k.ID) + "/revoke",
+		PageURL:   h.base + "/keys/" + url.PathEscape(k.ID),
+		EditURL:   h.base + "/keys/" + url.PathEscape(k.ID) + "/edit",
+		RollURL:   h.base + "/keys/" + url.PathEscape(k.ID) + "/roll",
+		Rolling:   k.ReplacedBy != "",
 	}
 	v.Expired = v.Expires.Set && v.Expires.Past
+	var ips []string
+	for _, p := range k.AllowedIPs {
+		ips = append(ips, p.String())
+	}
+	v.AllowedIPs = strings.Join(ips, ", ")
+	if k.RateLimit != nil {
+		v.RateLimit = rateText(k.RateLimit)
+	}
 	return v
 }
 
@@ -296,6 +334,8 @@ type keysPage struct {
 	BaseURL string
 	NewURL  string
 	Revoked *keyView
+	Updated *keyView
+	Quota   *quotaView
 }
 
 func (h *Handler) keysPage(w http.ResponseWriter, r *http.Request, rq *request) {
@@ -316,6 +356,13 @@ func (h *Handler) keysPage(w http.ResponseWriter, r *http.Request, rq *request) 
 			p.Revoked = &v
 		}
 	}
+	if id := r.URL.Query().Get("updated"); id != "" && len(id) <= 100 {
+		if k, err := h.cfg.Keys.Store.GetKey(r.Context(), rq.account, id); err == nil && k.RevokedAt == nil {
+			v := h.view(k)
+			p.Updated = &v
+		}
+	}
+	p.Quota = h.quota(r, rq)
 	h.render(w, r, rq, http.StatusOK, "keys", p)
 }
 
@@ -435,6 +482,10 @@ type createdPage struct {
 	Secret  string
 	BaseURL string
 	Done    string
+	// Rolled is set when the key replaces a rolled one; OldKeyEnds is
+	// when the old key stops working (unset: it already has).
+	Rolled     bool
+	OldKeyEnds when
 }
 
 // readForm parses a URL-encoded form body of bounded size.

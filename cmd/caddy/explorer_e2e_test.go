@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -148,6 +149,16 @@ func (b *browserTab) waitText(css, want string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// textContent returns the text of every node css matches, joined.
+func (b *browserTab) textContent(css string) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`[...document.querySelectorAll(`+strconv.Quote(css)+`)].map(e => e.textContent.replace(/\s+/g, " ")).join(" ")`))
+	if err != nil {
+		b.t.Fatalf("text of %s: %v", css, err)
+	}
+	return v
 }
 
 func (b *browserTab) eval(expr string) int {
