@@ -339,7 +339,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	load(pro, "reload without javascript", 200, chromedp.Navigate(home))
-	load(pro, "ask to revoke", 200, chromedp.Click(chromedp.Search(`//tr[.//span[@class="key-name" and text()="ci-pipeline"]]//a[contains(@class, "danger-ghost")]`)))
+	load(pro, "ask to revoke", 200, chromedp.Click(chromedp.Search(`//tr[.//a[@class="key-name" and text()="ci-pipeline"]]//a[contains(@class, "danger-ghost")]`)))
 	wantText(pro, "h1", "Revoke “ci-pipeline”?")
 	if got := api("GET", "/v1/monitors", secret); got != 200 {
 		t.Fatalf("the confirmation page alone revoked the key: %d", got)
