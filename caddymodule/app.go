@@ -85,6 +85,7 @@ type App struct {
 	EventRetention caddy.Duration `json:"event_retention,omitempty"`
 
 	limits  *limiterRun
+	ctx     caddy.Context
 	storage StoreOpener
 	poolKey string
 	shared  *shared
@@ -188,6 +189,7 @@ func (a *App) pollInterval() time.Duration {
 
 // Provision opens (or reuses) the store and cache.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.logger = ctx.Logger()
 	// Check what can be checked before the store is opened and migrated.
 	if err := a.Validate(); err != nil {
@@ -310,9 +312,11 @@ var running atomic.Pointer[App]
 
 // Start makes this app the one the admin API uses, and its logger and
 // change_poll_interval those of the shared store and cache (a reload that
-// changes them takes effect; see docs/operations.md).
+// changes them takes effect; see docs/operations.md). It warns about
+// access logs that would record keys.
 func (a *App) Start() error {
 	a.shared.reconfigure(a.pollInterval(), a.logger)
+	a.warnAccessLogs(a.ctx)
 	running.Store(a)
 	return nil
 }

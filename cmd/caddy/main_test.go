@@ -225,4 +225,8 @@ func TestReadmeTour(t *testing.T) {
 	if strings.Contains(logs.String(), k.Key) || strings.Contains(logs.String(), k.Key[4:]) {
 		t.Fatal("the key appeared in Caddy's output")
 	}
+	// Caddyfile.example is clean: no server of it logs keys.
+	if strings.Contains(logs.String(), "access log would record API keys") {
+		t.Fatalf("Caddyfile.example draws the access-log warning:\n%s", logs.String())
+	}
 }
