@@ -238,6 +238,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	case keycache.Unavailable:
 		return h.refuse(w, r, &respUnavailable)
 	}
+	identify(r, e.AccountID, e.KeyID)
 	if !allowedFrom(r, e) {
 		return h.refuse(w, r, &respIPNotAllowed)
 	}
@@ -273,7 +274,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	r.Header[hdrPlan] = vals[3:4:4]
 	setPlaceholders(r, e)
 	h.cache.Touch(e)
-	passed(r, e.AccountID, e.KeyID)
+	countResult(r, resultOK)
 	timer.stop()
 	return next.ServeHTTP(w, r)
 }

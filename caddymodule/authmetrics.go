@@ -101,12 +101,12 @@ const (
 	attrKeyID     = attribute.Key("spk.key_id")
 )
 
-// passed counts a request that passed the check and puts the key's
-// identity on its span.
-func passed(r *http.Request, accountID, keyID string) {
-	authResultCounters[resultOK].Inc()
+// identify puts the identity of a verified key on the request's span, for
+// every answer that follows: ok, and the refusals of an authenticated
+// request (scope, plan, address, limits).
+func identify(r *http.Request, accountID, keyID string) {
 	if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
-		span.SetAttributes(attrResult.String(resultOK.String()), attrAccountID.String(accountID), attrKeyID.String(keyID))
+		span.SetAttributes(attrAccountID.String(accountID), attrKeyID.String(keyID))
 	}
 }
 
