@@ -136,6 +136,9 @@ func (g *gateway) load() {
 	if err := caddy.Load(cfg, true); err != nil {
 		g.t.Fatalf("loading caddy: %v", err)
 	}
+	// A reload shuts the old servers down, closing their idle
+	// connections: a request sent on one of them would fail with EOF.
+	g.client.CloseIdleConnections()
 }
 
 type result struct {

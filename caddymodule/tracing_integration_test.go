@@ -38,7 +38,7 @@ func TestTracingSpanAttributes(t *testing.T) {
 	wantStatus(t, "unauthorized", g.do("GET", "/v1/monitors", "X-API-Key", mustGenerate(t).Secret), 401)
 
 	var got []tracetest.SpanStub
-	for deadline := time.Now().Add(5 * time.Second); len(got) < 3; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); len(got) < 3; time.Sleep(20 * time.Millisecond) {
 		got = nil
 		for _, s := range spans.GetSpans() {
 			if s.Name == "spk_gateway" {
