@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,6 +166,13 @@ func (g *gateway) send(req *http.Request, hdr ...string) result {
 		req.Header.Add(hdr[i], hdr[i+1])
 	}
 	resp, err := g.client.Do(req)
+	if err != nil && (req.Method == "GET" || req.Method == "HEAD") && req.Body == nil &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		// Right after a reload, the old server, shutting down on the
+		// listener it shares with the new one, can accept a connection
+		// and close it unanswered; a client retries such a request.
+		resp, err = g.client.Do(req)
+	}
 	if err != nil {
 		g.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
