@@ -48,6 +48,25 @@ func transactionPooled(ctx context.Context, cc *pgx.ConnConfig) (bool, error) {
 	}
 	defer b.Close(context.WithoutCancel(ctx))
 
+	// One trial can miss a transaction pool while other clients use it
+	// (B may be given another idle server connection, and A its own
+	// again); it never sees one that is not there. So a few trials
+	// decide, and any one that sees the pool is proof.
+	for range probeTrials {
+		pooled, err := probeOnce(ctx, a, b)
+		if err != nil || pooled {
+			return pooled, err
+		}
+	}
+	return false, nil
+}
+
+// probeTrials is how many trials transactionPooled makes before it
+// concludes that no transaction pool is in the way.
+const probeTrials = 8
+
+// probeOnce is one trial of transactionPooled with clients a and b.
+func probeOnce(ctx context.Context, a, b *pgx.Conn) (bool, error) {
 	backend := func(ctx context.Context, q interface {
 		QueryRow(context.Context, string, ...any) pgx.Row
 	}) (int32, error) {
