@@ -188,6 +188,20 @@ type Roll struct {
 	Ends time.Time
 }
 
+// Problem says what makes r unusable, or "" when nothing does. Both
+// backends refuse such a roll with it before touching the store.
+func (r *Roll) Problem() string {
+	switch {
+	case r.ID == "":
+		return "empty key id"
+	case r.Hash == Hash{}:
+		return "zero key hash"
+	case r.Ends.Before(r.At):
+		return "the old key's end is before the roll"
+	}
+	return ""
+}
+
 // ErrKeyRolled is returned (wrapped) when a key that has already been
 // rolled is edited or rolled again: its successor is the key to change.
 var ErrKeyRolled = errors.New("key was rolled; change the key that replaced it")

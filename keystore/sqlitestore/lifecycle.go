@@ -169,13 +169,8 @@ func (s *Store) UpdateKey(ctx context.Context, accountID, keyID string, edit fun
 // RollKey replaces an active key with a new one (see keystore.Store).
 func (s *Store) RollKey(ctx context.Context, accountID, keyID string, r keystore.Roll, check func(old keystore.Key) error) (keystore.Key, keystore.Key, error) {
 	const op = "roll key"
-	switch {
-	case r.ID == "":
-		return keystore.Key{}, keystore.Key{}, invalid(op, "empty key id")
-	case r.Hash == keystore.Hash{}:
-		return keystore.Key{}, keystore.Key{}, invalid(op, "zero key hash")
-	case r.Ends.Before(r.At):
-		return keystore.Key{}, keystore.Key{}, invalid(op, "the old key's end is before the roll")
+	if p := r.Problem(); p != "" {
+		return keystore.Key{}, keystore.Key{}, invalid(op, p)
 	}
 	if err := s.closedErr(op); err != nil {
 		return keystore.Key{}, keystore.Key{}, err
