@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/spkgate/spkgate/keystore"
@@ -25,16 +26,29 @@ func (s *Store) AddUsage(ctx context.Context, counts []keystore.UsageCount) erro
 		return nil
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO key_usage (key_id, account_id, hour, allowed, forbidden, limited)
-			VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (key_id, hour) DO UPDATE SET allowed = allowed + excluded.allowed,
-				forbidden = forbidden + excluded.forbidden, limited = limited + excluded.limited`)
-		if err != nil {
-			return err
+		args := make([]any, 0, usageRowsPerInsert*6)
+		var full *sql.Stmt // parsed once per call: parsing is a fifth of the cost
+		if len(rows) >= usageRowsPerInsert {
+			var err error
+			if full, err = tx.PrepareContext(ctx, fullUsageInsert); err != nil {
+				return err
+			}
+			defer full.Close()
 		}
-		defer stmt.Close()
-		for _, r := range rows {
-			if _, err := stmt.ExecContext(ctx, r.KeyID, r.AccountID, formatTime(r.Hour), r.Allowed, r.Forbidden, r.Limited); err != nil {
+		for len(rows) > 0 {
+			chunk := rows[:min(len(rows), usageRowsPerInsert)]
+			rows = rows[len(chunk):]
+			args = args[:0]
+			for _, r := range chunk {
+				args = append(args, r.KeyID, r.AccountID, formatTime(r.Hour), r.Allowed, r.Forbidden, r.Limited)
+			}
+			var err error
+			if len(chunk) == usageRowsPerInsert {
+				_, err = full.ExecContext(ctx, args...)
+			} else {
+				_, err = tx.ExecContext(ctx, buildUsageInsert(len(chunk)), args...)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -44,6 +58,30 @@ func (s *Store) AddUsage(ctx context.Context, counts []keystore.UsageCount) erro
 		return s.errorf(op, err)
 	}
 	return nil
+}
+
+// usageRowsPerInsert is how many rows one INSERT of AddUsage carries.
+// BenchmarkAddUsage (a flush of 10,000 keys used this hour, all updates):
+// one prepared statement executed per row, 6.2 µs a row of the gateway's
+// CPU in the pure-Go SQLite; rows of 100 per statement, 4.5 µs. 25 or 250
+// rows a statement measure the same.
+const usageRowsPerInsert = 100
+
+// fullUsageInsert is the statement for a whole chunk, built once.
+var fullUsageInsert = buildUsageInsert(usageRowsPerInsert)
+
+func buildUsageInsert(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO key_usage (key_id, account_id, hour, allowed, forbidden, limited) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?)")
+	}
+	b.WriteString(` ON CONFLICT (key_id, hour) DO UPDATE SET allowed = allowed + excluded.allowed,
+		forbidden = forbidden + excluded.forbidden, limited = limited + excluded.limited`)
+	return b.String()
 }
 
 // Usage returns the hourly rows q selects, oldest first, then by key.

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 // counters (keystore.UsageStore).
 var usageTests = []test{
 	{"UsageAddAndQuery", testUsageAddAndQuery},
+	{"UsageFullBatch", testUsageFullBatch},
 	{"UsageRefused", testUsageRefused},
 	{"UsagePrune", testUsagePrune},
 	{"QuotaCounters", testQuotaCounters},
@@ -73,6 +75,43 @@ func testUsageAddAndQuery(t *testing.T, s keystore.Store) {
 	got, err = us.Usage(ctx, keystore.UsageQuery{AccountID: a, KeyID: "key_b1", From: hour0, To: h1})
 	if err != nil || len(got) != 0 {
 		t.Fatalf("another account's key: %+v, %v", got, err)
+	}
+}
+
+// testUsageFullBatch writes the largest batch AddUsage takes, twice, with
+// rows of the same key and hour spread through it: backends that write
+// rows in chunks must lose and double none at the chunks' edges.
+func testUsageFullBatch(t *testing.T, s keystore.Store) {
+	us, ctx := usageStore(t, s), ctxFor(t)
+	acct := newAccount()
+	const keys = 331 // rows per key: 3, so the batch's rows do not divide evenly
+	var rows []keystore.UsageCount
+	for i := range keystore.MaxUsageBatch - 7 {
+		k := i % keys
+		rows = append(rows, keystore.UsageCount{KeyID: fmt.Sprintf("key_%s_%03d", acct, k), AccountID: acct,
+			Hour: hour0.Add(time.Duration(i%3) * time.Minute), Allowed: int64(i), Forbidden: 1})
+	}
+	allowed, forbidden := map[string]int64{}, map[string]int64{}
+	for _, r := range rows {
+		allowed[r.KeyID] += r.Allowed
+		forbidden[r.KeyID] += r.Forbidden
+	}
+	for range 2 {
+		if err := us.AddUsage(ctx, rows); err != nil {
+			t.Fatalf("AddUsage of %d rows: %v", len(rows), err)
+		}
+	}
+	got, err := us.Usage(ctx, keystore.UsageQuery{AccountID: acct, From: hour0, To: hour0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != keys {
+		t.Fatalf("%d rows, want one per key (%d)", len(got), keys)
+	}
+	for _, g := range got {
+		if g.Allowed != 2*allowed[g.KeyID] || g.Forbidden != 2*forbidden[g.KeyID] {
+			t.Fatalf("%s: allowed %d, forbidden %d; want %d, %d", g.KeyID, g.Allowed, g.Forbidden, 2*allowed[g.KeyID], 2*forbidden[g.KeyID])
+		}
 	}
 }
 
