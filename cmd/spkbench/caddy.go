@@ -34,6 +34,10 @@ type caddyProc struct {
 	cmd   *exec.Cmd
 	base  string
 	admin string
+	// wantRateLimit makes an answer without a RateLimit header an error:
+	// the Caddy's keys are on a plan with limits, so every answer to
+	// them must show that the limiter ran.
+	wantRateLimit bool
 }
 
 func freePort() int {
@@ -55,10 +59,16 @@ const (
 	request_header X-Spk-Key-Id key_01JDBENCH0000000000000000
 	request_header X-Spk-Scopes *
 	request_header X-Spk-Plan pro`
+	// limitsOn is the spk app's limits block of -limits for the seeded
+	// keys' plan: the highest rate limits.Rate accepts (one request a
+	// microsecond) and a quota no run reaches, so that the limiter does
+	// all its work on every request and refuses none.
+	limitsOn = "limits pro {\n\t\t\trate 1000000 1s\n\t\t\tquota 1000000000000000 month\n\t\t}"
 )
 
 // startCaddy starts a Caddy proxying to upstream, with directives in front
-// of the proxy and, with a storage line, the spk app. All keep 1024 idle
+// of the proxy and, with a storage line (and any further lines of the spk
+// app after it), the spk app. All keep 1024 idle
 // connections per upstream (Caddy's default of 32 makes reverse_proxy open
 // a connection per request under this load).
 func startCaddy(cfg config, name, upstream, storage, directives string) (*caddyProc, error) {

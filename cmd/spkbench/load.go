@@ -19,6 +19,23 @@ type result struct {
 	elapsed        time.Duration
 	p50, p99       time.Duration
 	cpuPerReq      time.Duration
+	// cpu is the Caddy's CPU time over the measured window.
+	cpu time.Duration
+}
+
+// window is a run's measured window, shared with traffic sent beside
+// drive's own (the flood scenario's flood).
+type window struct {
+	measuring atomic.Bool
+	from      atomic.Int64 // Unix nanoseconds
+}
+
+// counts reports whether a request due (or sent) at t and answered now
+// counts: only requests due inside the window and answered before it
+// closes. A request due in the warm-up that waited into the window would
+// carry the warm-up's cold cache into p99.
+func (w *window) counts(t time.Time) bool {
+	return w.measuring.Load() && t.UnixNano() >= w.from.Load()
 }
 
 const clockTick = 10 * time.Millisecond // USER_HZ on Linux
@@ -48,15 +65,17 @@ func pace(tickets chan<- time.Time, rate int, stop *atomic.Bool) {
 // drive sends GET /v1/monitors/42 over conns connections for the warm-up
 // and the measured duration. With secrets, requests carry them round
 // robin; with attack, the remaining connections send a new random key with
-// every request.
-func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool, profile string) result {
+// every request. Traffic sent beside it may share its measured window,
+// win (nil: none).
+func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool, profile string, win *window) result {
 	tr := &http.Transport{MaxIdleConnsPerHost: cfg.conns, MaxConnsPerHost: cfg.conns, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	url := p.base + "/v1/monitors/42"
 
-	var measuring atomic.Bool
-	var measureFrom atomic.Int64
+	if win == nil {
+		win = new(window)
+	}
 	var stop atomic.Bool
 	var next atomic.Uint64
 	lat := make([][]time.Duration, conns)
@@ -97,16 +116,15 @@ func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool, p
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			// Only requests sent (or, open loop, due) inside the measured
-			// window: a request due in the warm-up that waited into the
-			// window would carry the warm-up's cold cache into p99.
-			if !measuring.Load() || t0.UnixNano() < measureFrom.Load() {
+			// window.
+			if !win.counts(t0) {
 				continue
 			}
 			if isAttack {
 				attackCount.Add(1)
 				continue
 			}
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != 200 || p.wantRateLimit && resp.Header.Get("RateLimit") == "" {
 				errCount.Add(1)
 			}
 			record = append(record, d)
@@ -127,14 +145,14 @@ func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool, p
 	time.Sleep(cfg.warmup)
 	cpu0 := p.cpuTicks()
 	start := time.Now()
-	measureFrom.Store(start.UnixNano())
-	measuring.Store(true)
+	win.from.Store(start.UnixNano())
+	win.measuring.Store(true)
 	profiled := make(chan error, 1)
 	if profile != "" {
 		go func() { profiled <- p.cpuProfile(profile, cfg.duration) }()
 	}
 	time.Sleep(cfg.duration)
-	measuring.Store(false)
+	win.measuring.Store(false)
 	elapsed := time.Since(start)
 	cpu1 := p.cpuTicks()
 	stop.Store(true)
@@ -150,12 +168,13 @@ func drive(cfg config, p *caddyProc, conns int, secrets []string, attack bool, p
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	r := result{requests: int64(len(all)), attackRequests: attackCount.Load(), errors: errCount.Load(), elapsed: elapsed}
+	r := result{requests: int64(len(all)), attackRequests: attackCount.Load(), errors: errCount.Load(), elapsed: elapsed,
+		cpu: time.Duration(cpu1-cpu0) * clockTick}
 	if len(all) > 0 {
 		r.p50 = all[len(all)/2]
 		r.p99 = all[len(all)*99/100]
 		total := r.requests + r.attackRequests
-		r.cpuPerReq = time.Duration(cpu1-cpu0) * clockTick / time.Duration(total)
+		r.cpuPerReq = r.cpu / time.Duration(total)
 	}
 	return r
 }

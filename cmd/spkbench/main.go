@@ -7,6 +7,8 @@
 //	go run ./cmd/spkbench                       # hot, spread and attack on SQLite
 //	go run ./cmd/spkbench -scenarios million    # 1,000,000 keys stored, 100,000 active
 //	go run ./cmd/spkbench -store postgres -dsn postgres://...
+//	go run ./cmd/spkbench -scenarios hot,spread -limits   # limits on, none reached
+//	go run ./cmd/spkbench -scenarios flood      # one account at 10x its rate
 //
 // The Caddy processes are pinned to one core and the load generator and
 // upstream to the other (taskset) when the machine has two or more; on a
@@ -51,6 +53,15 @@ type config struct {
 	// profileDir, when set, receives a CPU profile of each Caddy's
 	// measured window, taken through its admin endpoint.
 	profileDir string
+	// limits gives the seeded keys' plan limits that the limiter checks
+	// on every request but that no request reaches (see limitsOn).
+	limits bool
+	// accounts is the number of accounts, one key each, whose traffic the
+	// flood scenario measures beside the flood.
+	accounts int
+	// floodLimit is the flood scenario's rate limit per account, in
+	// requests per second; the flood account sends ten times as many.
+	floodLimit int
 }
 
 func main() {
@@ -58,7 +69,7 @@ func main() {
 	var cfg config
 	var scen string
 	flag.StringVar(&cfg.caddyBin, "caddy", "", "Caddy binary with spkgate (default: go build ./cmd/caddy)")
-	flag.StringVar(&scen, "scenarios", "hot,spread,attack", "comma-separated: hot, spread, attack, million, propagation")
+	flag.StringVar(&scen, "scenarios", "hot,spread,attack", "comma-separated: hot, spread, attack, million, propagation, flood")
 	flag.StringVar(&cfg.store, "store", "sqlite", "key store: sqlite or postgres")
 	flag.StringVar(&cfg.dsn, "dsn", os.Getenv("SPK_DATABASE_URL"), "PostgreSQL DSN for -store postgres")
 	flag.IntVar(&cfg.conns, "conns", 64, "concurrent connections")
@@ -72,6 +83,9 @@ func main() {
 	flag.StringVar(&cfg.loadCPU, "load-cpu", "0", "CPU list for the load generator and upstream (taskset); empty: no pinning")
 	flag.IntVar(&cfg.rate, "rate", 0, "requests/s sent open loop, below saturation, to measure added latency (0: closed loop, as fast as Caddy answers)")
 	flag.IntVar(&cfg.trials, "trials", 100, "revocations timed by the propagation scenario")
+	flag.BoolVar(&cfg.limits, "limits", false, "give the seeded keys' plan a rate and quota that no request reaches (hot, spread, attack, million): what the limiter costs")
+	flag.IntVar(&cfg.accounts, "accounts", 20, "accounts (one key each) beside the flooding one in the flood scenario")
+	flag.IntVar(&cfg.floodLimit, "flood-limit", 100, "rate limit per account in the flood scenario, requests/s; the flood sends 10 times as many")
 	flag.StringVar(&cfg.profileDir, "cpuprofile", "", "directory for a CPU profile of every measured run (scenario-caddy-round.pprof), from Caddy's /debug/pprof; read with go tool pprof")
 	flag.Parse()
 	cfg.scenarios = strings.Split(scen, ",")
@@ -80,6 +94,10 @@ func main() {
 		log.Fatal("-trials must be at least 1")
 	case cfg.rate < 0 || cfg.rate > 1_000_000:
 		log.Fatal("-rate must be between 0 (closed loop) and 1,000,000 requests/s")
+	case cfg.accounts < 1:
+		log.Fatal("-accounts must be at least 1")
+	case cfg.floodLimit < 1 || cfg.floodLimit > 100_000:
+		log.Fatal("-flood-limit must be between 1 and 100,000 requests/s (the flood sends 10 times as many)")
 	case cfg.conns < 1 || cfg.rounds < 1 || cfg.duration <= 0:
 		log.Fatal("-conns, -rounds and -duration must be positive")
 	}

@@ -9,9 +9,9 @@ import (
 	"github.com/spkgate/spkgate/internal/caddybin"
 )
 
-// TestBenchmarkRuns drives every scenario that needs no PostgreSQL once,
-// briefly, against the real binary: the load benchmark must keep working
-// as the gateway changes. It measures nothing.
+// TestBenchmarkRuns drives every scenario that needs no PostgreSQL, and
+// hot with -limits, once, briefly, against the real binary: the load
+// benchmark must keep working as the gateway changes. It measures nothing.
 func TestBenchmarkRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Caddy and runs it under load")
@@ -56,5 +56,17 @@ func TestBenchmarkRuns(t *testing.T) {
 		if len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
 			t.Errorf("%s: not a pprof profile (%d bytes: %.40q)", f, len(b), b)
 		}
+	}
+	// Limits on, closed loop: every answer must be 200 with a RateLimit
+	// header.
+	cfg.scenarios, cfg.rate, cfg.profileDir, cfg.limits = []string{"hot"}, 0, "", true
+	if err := run(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The flood: at 200 requests/s against a limit of 20/s it must be
+	// limited while the other three accounts (30/s in all) never are.
+	cfg.scenarios, cfg.limits, cfg.rounds, cfg.accounts, cfg.floodLimit = []string{"flood"}, false, 2, 3, 20
+	if err := run(cfg); err != nil {
+		t.Fatal(err)
 	}
 }

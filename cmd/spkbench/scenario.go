@@ -36,17 +36,27 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 		secrets, err = seed(cfg, storeDir, cfg.stored, cfg.active)
 	case "propagation":
 		return propagation(cfg, storage, upstream)
+	case "flood":
+		return flood(cfg, storeDir, storage, upstream)
 	default:
-		return fmt.Errorf("unknown scenario (known: hot, spread, attack, million, propagation)")
+		return fmt.Errorf("unknown scenario (known: hot, spread, attack, million, propagation, flood)")
 	}
 	if err != nil {
 		return err
 	}
-	spk, err := startCaddy(cfg, "spk-"+name, upstream, storage, spkAuth)
+	app, desc := storage, describe(name, cfg)
+	if cfg.limits {
+		app += "\n\t\t" + limitsOn
+		desc += "; limits on (plan pro: rate 1000000 1s, quota 1000000000000000 month; no request reaches them)"
+	}
+	spk, err := startCaddy(cfg, "spk-"+name, upstream, app, spkAuth)
 	if err != nil {
 		return err
 	}
 	defer spk.stop()
+	// With limits on, every answer to the seeded keys must carry a
+	// RateLimit header: proof that the limiter ran.
+	spk.wantRateLimit = cfg.limits
 
 	all := []*series{{name: "reverse_proxy", proc: plain}}
 	if name == "hot" {
@@ -67,7 +77,7 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 		attack = true
 		legitConns = cfg.conns / 2
 	}
-	fmt.Printf("== %s: %s\n", name, describe(name, cfg))
+	fmt.Printf("== %s: %s\n", name, desc)
 	lookupsBefore := spk.metric(`spk_store_lookups_total{result="not_found"}`)
 	foundBefore := spk.metric(`spk_store_lookups_total{result="found"}`)
 	reloadsBefore, reloadedBefore := spk.metric("spk_store_reloads_total"), spk.metric("spk_keys_reloaded_total")
@@ -81,7 +91,7 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 			if cfg.profileDir != "" {
 				prof = filepath.Join(cfg.profileDir, fmt.Sprintf("%s-%s-%d.pprof", name, s.proc.name, r+1))
 			}
-			s.results = append(s.results, drive(cfg, s.proc, legitConns, secrets, attack, prof))
+			s.results = append(s.results, drive(cfg, s.proc, legitConns, secrets, attack, prof, nil))
 		}
 	}
 	lookups := spk.metric(`spk_store_lookups_total{result="not_found"}`) - lookupsBefore
@@ -92,7 +102,8 @@ func scenario(cfg config, name string, plain *caddyProc, upstream string) error 
 	for _, s := range all {
 		for _, r := range s.results {
 			if r.requests == 0 || r.errors > 0 {
-				return fmt.Errorf("a run of %s had %d requests answered 200 and %d errors: the numbers above are not comparable", s.name, r.requests, r.errors)
+				return fmt.Errorf("a run of %s had %d requests answered 200 and %d errors%s: the numbers above are not comparable",
+					s.name, r.requests, r.errors, rateLimitNote(s.proc))
 			}
 		}
 	}
@@ -120,8 +131,21 @@ func describe(name string, cfg config) string {
 		return "half the connections: a cached key; the other half: 50% random well-formed unknown keys, 50% bad checksums"
 	case "million":
 		return fmt.Sprintf("%d keys stored, %d used round robin", cfg.stored, cfg.active)
+	case "flood":
+		return fmt.Sprintf("%d accounts, one key each, open loop at %d requests/s in all, round robin; rate limit %d requests/s per account; "+
+			"series idle: that traffic alone; series flood: the same plus one more account's key sent open loop at %d requests/s (10x its limit)",
+			cfg.accounts, othersRate(cfg), cfg.floodLimit, 10*cfg.floodLimit)
 	case "propagation":
 		return "three spk_auth Caddys on one store: a key hot in all three is revoked through A's admin API; time until B and C refuse it"
+	}
+	return ""
+}
+
+// rateLimitNote says, for a Caddy whose answers must carry a RateLimit
+// header, that an answer without one counts as an error.
+func rateLimitNote(p *caddyProc) string {
+	if p.wantRateLimit {
+		return " (an answer without a RateLimit header is an error)"
 	}
 	return ""
 }

@@ -20,20 +20,14 @@ import (
 // starts) and returns the secrets of the first active ones.
 func seed(cfg config, dir string, n, active int) ([]string, error) {
 	ctx := context.Background()
-	var st keystore.Store
-	var err error
-	if cfg.store == "postgres" {
-		st, err = pgstore.Open(ctx, cfg.dsn)
-	} else {
-		st, err = sqlitestore.Open(ctx, filepath.Join(dir, "spk.db"))
-	}
+	st, err := openStore(ctx, cfg, dir)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
 	m := &keys.Manager{Store: st}
 	account := fmt.Sprintf("acct_bench_%d", time.Now().UnixNano())
-	if err := m.SetPlan(ctx, keys.Actor{Name: "spkbench", Source: keys.SourceCLI}, account, "pro"); err != nil {
+	if err := m.SetPlan(ctx, benchActor, account, "pro"); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -55,7 +49,7 @@ func seed(cfg config, dir string, n, active int) ([]string, error) {
 				if i >= n {
 					return
 				}
-				k, err := m.Create(ctx, keys.Actor{Name: "spkbench", Source: keys.SourceCLI}, account, keys.CreateRequest{Name: fmt.Sprintf("bench-%d", i)})
+				k, err := m.Create(ctx, benchActor, account, keys.CreateRequest{Name: fmt.Sprintf("bench-%d", i)})
 				if err != nil {
 					mu.Lock()
 					firstErr = err
@@ -76,6 +70,45 @@ func seed(cfg config, dir string, n, active int) ([]string, error) {
 		log.Printf("seeded %d keys in %s", n, time.Since(start).Round(time.Millisecond))
 	}
 	return secrets, firstErr
+}
+
+// seedAccounts creates n accounts named prefix_<time>_<i> on plan pro, one
+// key each, directly in the store (before Caddy starts) and returns their
+// secrets, account i's at index i.
+func seedAccounts(cfg config, dir, prefix string, n int) ([]string, error) {
+	ctx := context.Background()
+	st, err := openStore(ctx, cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	m := &keys.Manager{Store: st}
+	stamp := time.Now().UnixNano()
+	secrets := make([]string, n)
+	for i := range n {
+		account := fmt.Sprintf("%s_%d_%d", prefix, stamp, i)
+		if err := m.SetPlan(ctx, benchActor, account, "pro"); err != nil {
+			return nil, err
+		}
+		k, err := m.Create(ctx, benchActor, account, keys.CreateRequest{Name: "bench"})
+		if err != nil {
+			return nil, err
+		}
+		secrets[i] = k.Secret
+	}
+	return secrets, nil
+}
+
+// benchActor is who the audit events of the seeding name.
+var benchActor = keys.Actor{Name: "spkbench", Source: keys.SourceCLI}
+
+// openStore opens the store of cfg.store: PostgreSQL at cfg.dsn, or SQLite
+// in dir, where the scenario's Caddy will open it.
+func openStore(ctx context.Context, cfg config, dir string) (keystore.Store, error) {
+	if cfg.store == "postgres" {
+		return pgstore.Open(ctx, cfg.dsn)
+	}
+	return sqlitestore.Open(ctx, filepath.Join(dir, "spk.db"))
 }
 
 // attackKey returns a key that no store holds: every second one is
