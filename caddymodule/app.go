@@ -76,7 +76,7 @@ type App struct {
 	LimitSyncInterval caddy.Duration `json:"limit_sync_interval,omitempty"`
 
 	// UsageFlushInterval is how often the usage counts per key and hour
-	// are written to the store. At most 10s. Default: 5s.
+	// are written to the store. At most 10s. Default: 10s.
 	UsageFlushInterval caddy.Duration `json:"usage_flush_interval,omitempty"`
 
 	// EventRetention is how long audit events (key created, edited,
@@ -216,7 +216,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.storage = mod.(StoreOpener)
 	a.poolKey = a.storage.PoolKey()
-	cfg := keycache.Config{TTL: time.Duration(a.CacheTTL), NegativeTTL: time.Duration(a.NegativeCacheTTL)}
+	cfg := keycache.Config{TTL: time.Duration(a.CacheTTL), NegativeTTL: time.Duration(a.NegativeCacheTTL), Now: testKeysClock}
 	val, loaded, err := stores.LoadOrNew(a.poolKey, func() (caddy.Destructor, error) {
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -250,7 +250,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache, AuditLog: a.logger.Named("audit")}
+	a.manager = &keys.Manager{Store: a.shared.store, Cache: a.shared.cache, Now: testKeysClock, AuditLog: a.logger.Named("audit")}
 	if err := a.provisionLimits(); err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}

@@ -21,13 +21,31 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/spkgate/spkgate/caddymodule"
+	"github.com/spkgate/spkgate/caddymodule"
 	"github.com/spkgate/spkgate/internal/pgtest"
 	"github.com/spkgate/spkgate/internal/testkit"
 	"github.com/spkgate/spkgate/keys"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	caddymodule.SetKeysClock(func() time.Time { return time.Now().Add(time.Duration(keysClockOffset.Load())) })
+	pgtest.Main(m)
+}
+
+// keysClockOffset is how far the clock of the key caches and keys
+// services of these tests runs ahead of the real time: skipAhead moves it,
+// so that a test steps over a key's expiry instead of sleeping until it.
+// It is 0 outside a test that called skipAhead.
+var keysClockOffset atomic.Int64
+
+// skipAhead moves the gateway's key clock d forward until the test ends:
+// keys expire as if d had passed. Only the key cache and keys service see
+// it (not the limiter, the change-log poller or Caddy). Keep d under the
+// cache's 5 s trust bound: PostgreSQL's heartbeats carry the real time.
+func (g *gateway) skipAhead(d time.Duration) {
+	keysClockOffset.Add(int64(d))
+	g.t.Cleanup(func() { keysClockOffset.Store(0) })
+}
 
 // seen is what the upstream received.
 type seen struct {

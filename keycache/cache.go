@@ -64,6 +64,10 @@ type Config struct {
 	// so that a flood of well-formed unknown keys cannot take every
 	// connection of the store's pool. Default: 16.
 	MaxConcurrentLookups int
+	// Now is the clock that decides expiry, entry lifetimes and the trust
+	// bound; nil means time.Now. Tests set it to step over a key's expiry
+	// instead of waiting for it.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() error {
@@ -203,7 +207,11 @@ func New(store keystore.Store, cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %v", err)
 	}
-	c := &Cache{store: store, cfg: cfg, entries: entries, recent: newRecentSet(cfg.MaxEntries, time.Now().UnixNano()), now: time.Now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups), reloadSlotWait: defaultReloadSlotWait,
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	c := &Cache{store: store, cfg: cfg, entries: entries, recent: newRecentSet(cfg.MaxEntries, now().UnixNano()), now: now, lookupSlots: make(chan struct{}, cfg.MaxConcurrentLookups), reloadSlotWait: defaultReloadSlotWait,
 		refreshQ: make(chan *Entry, 16*keystore.MaxLookupBatch), stop: make(chan struct{}), reloaderDone: make(chan struct{})}
 	c.reloadCtx, c.stopQueries = context.WithCancel(context.Background())
 	go c.reloader()
