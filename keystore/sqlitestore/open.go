@@ -65,7 +65,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"&_pragma=foreign_keys(1)"
 	s := &Store{}
 
-	s.wdb, err = sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+	// Statement journals (every multi-row upsert of a usage flush has
+	// one) are kept in memory, not in temporary files: in the million-key
+	// benchmark their writes were a fifth of a flush's CPU, each page one
+	// write system call. A journal holds one statement's pages (a usage
+	// chunk touches at most 100 rows).
+	s.wdb, err = sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=temp_store(memory)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: opening database: %w", err)
 	}
