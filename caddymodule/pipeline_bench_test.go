@@ -33,6 +33,11 @@ import (
 // request_header, and no check: what the identity-header contract alone
 // costs through reverse_proxy, for comparison.
 //
+// The spk_auth/limits sub-benchmarks use keys of an account on plan
+// business, which has a rate and a quota that no request reaches: what
+// the limiter, the quota count, the usage metering and the RateLimit
+// headers add to a request that is never refused.
+//
 // Run it with -cpu 1: then the goroutines off the request path (the
 // cache's admission policy, the proxy transport's read and write loops,
 // the upstream) are counted in ns/op too.
@@ -61,6 +66,10 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 	spk {
 		storage sqlite %s
+		limits business {
+			rate 1000000 1s
+			quota 1000000000000000 month
+		}
 	}
 }
 http://127.0.0.1:%d {
@@ -110,6 +119,14 @@ http://127.0.0.1:%d {
 		}
 		return keys
 	}
+	g.setPlan("acct_limited", "business")
+	limited := []string{g.createKey("acct_limited", "monitors:read").Secret}
+	limitedSpread := func() []string {
+		for len(limited) < 10_000 {
+			limited = append(limited, g.createKey("acct_limited", "monitors:read").Secret)
+		}
+		return limited
+	}
 
 	sg := &secGateway{gateway: g}
 	serve := func(b *testing.B, srv *caddyhttp.Server, keys []string) {
@@ -140,6 +157,8 @@ http://127.0.0.1:%d {
 	b.Run("request_header", func(b *testing.B) { serve(b, hdr, keys[:1]) })
 	b.Run("spk_auth/one_key", func(b *testing.B) { serve(b, spk, keys[:1]) })
 	b.Run("spk_auth/10000_keys", func(b *testing.B) { serve(b, spk, spread()) })
+	b.Run("spk_auth/limits/one_key", func(b *testing.B) { serve(b, spk, limited[:1]) })
+	b.Run("spk_auth/limits/10000_keys", func(b *testing.B) { serve(b, spk, limitedSpread()) })
 }
 
 // serveOnce sends one API request carrying key through srv.

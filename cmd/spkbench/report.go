@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -39,7 +41,53 @@ func report(all []*series, attack bool) {
 		fmt.Printf("%s against %s: throughput ratio %.3f (%+.1f%%), p50 %+.0fµs, p99 %+.0fµs, CPU per request %+.1fµs (%+.1f%%)\n",
 			s.name, all[0].name, c.rps/base.rps, (c.rps/base.rps-1)*100, float64(c.p50-base.p50)/1e3, float64(c.p99-base.p99)/1e3,
 			float64(c.cpu-base.cpu)/1e3, (float64(c.cpu)/float64(base.cpu)-1)*100)
+		ratios, deltas := pairedRounds(all[0].results, s.results)
+		fmt.Printf("  round by round (each run against the %s run beside it): throughput ratios %s, median %.3f; CPU per request %s, median %+.1fµs\n",
+			all[0].name, fmtRatios(ratios), medianFloat(ratios), fmtDeltas(deltas), medianFloat(deltas))
 	}
+}
+
+// pairedRounds compares each round's run with the base run of the same
+// round: the throughput ratios and the CPU per request differences (µs).
+// Runs next to each other in time share the machine's state, so on a
+// machine whose speed drifts these are steadier than ratios of medians.
+func pairedRounds(base, other []result) (ratios, deltas []float64) {
+	for i := range min(len(base), len(other)) {
+		b, o := base[i], other[i]
+		if b.requests == 0 || o.requests == 0 {
+			continue
+		}
+		brps, orps := float64(b.requests)/b.elapsed.Seconds(), float64(o.requests)/o.elapsed.Seconds()
+		ratios = append(ratios, orps/brps)
+		deltas = append(deltas, float64(o.cpuPerReq-b.cpuPerReq)/1e3)
+	}
+	return ratios, deltas
+}
+
+// medianFloat is the median of xs (the upper one of an even count).
+func medianFloat(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func fmtRatios(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.3f", x)
+	}
+	return strings.Join(parts, " ")
+}
+
+func fmtDeltas(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%+.1fµs", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/1e3) }
@@ -91,6 +139,14 @@ func floodReport(idle, flooded []floodRun, limit int) {
 	w.Flush()
 	fmt.Printf("others' requests under the flood against idle: p50 %s -> %s, p99 %s -> %s: p99 ratio %.3f (target <= 1.10)\n",
 		us(i.p50), us(f.p50), us(i.p99), us(f.p99), float64(f.p99)/float64(i.p99))
+	var ratios []float64
+	for r := range min(len(idle), len(flooded)) {
+		if ip := idle[r].others.p99; ip > 0 {
+			ratios = append(ratios, float64(flooded[r].others.p99)/float64(ip))
+		}
+	}
+	fmt.Printf("  round by round (each flood run against the idle run beside it): p99 ratios %s, median %.3f\n",
+		fmtRatios(ratios), medianFloat(ratios))
 	fmt.Printf("flood: %d requests (%.0f/s, 10x the limit), %d admitted (%.1f/s against a limit of %d/s), %d answered 429\n",
 		f.sent, float64(f.sent)/f.secs, f.admitted, float64(f.admitted)/f.secs, limit, f.limited)
 	fmt.Printf("CPU per request (the flood's requests included): idle %s, flood %s (%+.1f%%)\n",
