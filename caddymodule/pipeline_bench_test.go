@@ -110,23 +110,21 @@ http://127.0.0.1:%d {
 		b.Fatalf("servers not found by port: %v", servers)
 	}
 
-	g.setPlan("acct_pipeline", "pro")
-	// The other 9,999 keys only when a sub-benchmark needs them.
-	keys := []string{g.createKey("acct_pipeline", "monitors:read").Secret}
-	spread := func() []string {
-		for len(keys) < 10_000 {
-			keys = append(keys, g.createKey("acct_pipeline", "monitors:read").Secret)
+	// Each account's keys: one at first, 10,000 once a sub-benchmark asks
+	// for them.
+	keysOf := func(account, plan string) func(n int) []string {
+		g.setPlan(account, plan)
+		var keys []string
+		return func(n int) []string {
+			for len(keys) < n {
+				keys = append(keys, g.createKey(account, "monitors:read").Secret)
+			}
+			return keys[:n]
 		}
-		return keys
 	}
-	g.setPlan("acct_limited", "business")
-	limited := []string{g.createKey("acct_limited", "monitors:read").Secret}
-	limitedSpread := func() []string {
-		for len(limited) < 10_000 {
-			limited = append(limited, g.createKey("acct_limited", "monitors:read").Secret)
-		}
-		return limited
-	}
+	unlimited, limited := keysOf("acct_pipeline", "pro"), keysOf("acct_limited", "business")
+	unlimited(1)
+	limited(1)
 
 	sg := &secGateway{gateway: g}
 	serve := func(b *testing.B, srv *caddyhttp.Server, keys []string) {
@@ -153,12 +151,12 @@ http://127.0.0.1:%d {
 		b.ReportMetric((sg.counters().lookups-lookups)/float64(b.N), "lookups/op")
 		b.ReportMetric((gcCPU()-gc0)*1e9/float64(b.N), "gc-ns/op")
 	}
-	b.Run("reverse_proxy", func(b *testing.B) { serve(b, plain, keys[:1]) })
-	b.Run("request_header", func(b *testing.B) { serve(b, hdr, keys[:1]) })
-	b.Run("spk_auth/one_key", func(b *testing.B) { serve(b, spk, keys[:1]) })
-	b.Run("spk_auth/10000_keys", func(b *testing.B) { serve(b, spk, spread()) })
-	b.Run("spk_auth/limits/one_key", func(b *testing.B) { serve(b, spk, limited[:1]) })
-	b.Run("spk_auth/limits/10000_keys", func(b *testing.B) { serve(b, spk, limitedSpread()) })
+	b.Run("reverse_proxy", func(b *testing.B) { serve(b, plain, unlimited(1)) })
+	b.Run("request_header", func(b *testing.B) { serve(b, hdr, unlimited(1)) })
+	b.Run("spk_auth/one_key", func(b *testing.B) { serve(b, spk, unlimited(1)) })
+	b.Run("spk_auth/10000_keys", func(b *testing.B) { serve(b, spk, unlimited(10_000)) })
+	b.Run("spk_auth/limits/one_key", func(b *testing.B) { serve(b, spk, limited(1)) })
+	b.Run("spk_auth/limits/10000_keys", func(b *testing.B) { serve(b, spk, limited(10_000)) })
 }
 
 // serveOnce sends one API request carrying key through srv.
