@@ -13,7 +13,8 @@ import (
 // Spread over 1000 accounts of 4 keys each, in parallel; each goroutine
 // starts at its own place in the key list, as concurrent requests of
 // different clients would, rather than all walking the same keys in
-// lockstep (which measures cache-line ping-pong, not the limiter).
+// lockstep. With two goroutines the counters' cache lines still move
+// between the cores (see docs/performance.md).
 func BenchmarkRequest(b *testing.B) {
 	huge := &Rate{Requests: 1 << 40, Window: time.Hour}
 	l := New(Plans{"pro": {Rate: huge, Quota: &Quota{Requests: 1 << 60, Period: Month}}}, Options{})
