@@ -43,7 +43,7 @@ func report(all []*series, attack bool) {
 			float64(c.cpu-base.cpu)/1e3, (float64(c.cpu)/float64(base.cpu)-1)*100)
 		ratios, deltas := pairedRounds(all[0].results, s.results)
 		fmt.Printf("  round by round (each run against the %s run beside it): throughput ratios %s, median %.3f; CPU per request %s, median %+.1fµs\n",
-			all[0].name, fmtRatios(ratios), medianFloat(ratios), fmtDeltas(deltas), medianFloat(deltas))
+			all[0].name, joinf("%.3f", ratios), medianFloat(ratios), joinf("%+.1fµs", deltas), medianFloat(deltas))
 	}
 }
 
@@ -74,18 +74,11 @@ func medianFloat(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-func fmtRatios(xs []float64) string {
+// joinf formats each of xs with format and joins them with spaces.
+func joinf(format string, xs []float64) string {
 	parts := make([]string, len(xs))
 	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%.3f", x)
-	}
-	return strings.Join(parts, " ")
-}
-
-func fmtDeltas(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%+.1fµs", x)
+		parts[i] = fmt.Sprintf(format, x)
 	}
 	return strings.Join(parts, " ")
 }
@@ -146,7 +139,7 @@ func floodReport(idle, flooded []floodRun, limit int) {
 		}
 	}
 	fmt.Printf("  round by round (each flood run against the idle run beside it): p99 ratios %s, median %.3f\n",
-		fmtRatios(ratios), medianFloat(ratios))
+		joinf("%.3f", ratios), medianFloat(ratios))
 	fmt.Printf("flood: %d requests (%.0f/s, 10x the limit), %d admitted (%.1f/s against a limit of %d/s), %d answered 429\n",
 		f.sent, float64(f.sent)/f.secs, f.admitted, float64(f.admitted)/f.secs, limit, f.limited)
 	fmt.Printf("CPU per request (the flood's requests included): idle %s, flood %s (%+.1f%%)\n",
